@@ -1,0 +1,26 @@
+"""awloss: multi-task loss weighting and gradient aggregation for PyTorch.
+
+Quick start:
+    >>> import torch
+    >>> from awloss import AutomaticWeightedLoss
+    >>> awl = AutomaticWeightedLoss(2)
+    >>> total = awl(torch.tensor(1.0), torch.tensor(2.0))
+    >>> awl.weights
+    tensor([0.5000, 0.5000])
+"""
+
+from ._registry import available, get, get_class, register
+from .weighting import AutomaticWeightedLoss, UncertaintyWeighting, Weighting
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "available",
+    "get",
+    "get_class",
+    "register",
+    "Weighting",
+    "UncertaintyWeighting",
+    "AutomaticWeightedLoss",
+]

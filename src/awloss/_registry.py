@@ -1,0 +1,73 @@
+"""The method registry: ``awloss.get(name, **kwargs)`` and ``awloss.available(kind=None)``.
+
+Every public method class is registered with :func:`register`, under its ``name`` and its ``aliases``.
+Names are case-insensitive and ``-``/``_`` are interchangeable, so ``get("Auto-Weighted-Loss")`` works.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+__all__ = ["register", "get", "available", "get_class"]
+
+_CLASSES: dict[str, type] = {}  # canonical name -> class
+_LOOKUP: dict[str, str] = {}  # every accepted spelling -> canonical name
+
+C = TypeVar("C", bound=type)
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def register(cls: C) -> C:
+    """Class decorator: add ``cls`` to the registry under ``cls.name`` and ``cls.aliases``."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__} needs a non-empty class attribute `name` to be registered.")
+    canonical = _key(name)
+    for spelling in (canonical, *map(_key, getattr(cls, "aliases", ()))):
+        owner = _LOOKUP.get(spelling)
+        if owner is not None and _CLASSES[owner] is not cls:
+            raise ValueError(f"Method name {spelling!r} is already registered by {_CLASSES[owner].__name__}.")
+        _LOOKUP[spelling] = canonical
+    _CLASSES[canonical] = cls
+    return cls
+
+
+def get_class(name: str) -> type:
+    """Return the class registered under ``name`` (or one of its aliases)."""
+    if not isinstance(name, str):
+        raise TypeError(f"Argument `name` must be a str, got {name!r}.")
+    canonical = _LOOKUP.get(_key(name))
+    if canonical is None:
+        raise KeyError(f"Unknown method {name!r}; available: {', '.join(available())}.")
+    return _CLASSES[canonical]
+
+
+def get(name: str, /, **kwargs: Any) -> Any:
+    """Build the method registered under ``name`` with ``kwargs``.
+
+    Example:
+        >>> import awloss
+        >>> awloss.get("awl", num_tasks=2)
+        AutomaticWeightedLoss(num_tasks=2, regularizer='log1p', parameterization='log_variance')
+    """
+    return get_class(name)(**kwargs)
+
+
+def available(kind: str | None = None) -> list[str]:
+    """Sorted canonical names of the registered methods, optionally of one ``kind``.
+
+    Args:
+        kind: ``"weighting"`` (loss level), ``"aggregator"`` (gradient level) or ``None`` for all.
+
+    Example:
+        >>> import awloss
+        >>> "uw" in awloss.available("weighting")
+        True
+    """
+    kinds = {getattr(c, "kind", None) for c in _CLASSES.values()} | {"weighting", "aggregator"}
+    if kind is not None and kind not in kinds:
+        raise ValueError(f"Argument `kind` must be one of {sorted(k for k in kinds if k)} or None, got {kind!r}.")
+    return sorted(n for n, c in _CLASSES.items() if kind is None or getattr(c, "kind", None) == kind)

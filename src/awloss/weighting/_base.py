@@ -1,0 +1,213 @@
+"""The loss-level base class: ``Weighting`` turns per-task losses into one scalar to ``.backward()``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .._inputs import as_loss_vector, check_int
+
+__all__ = ["Weighting"]
+
+
+class Weighting(nn.Module):
+    """Base class of every loss-level method: ``losses[T] -> scalar``.
+
+    A subclass implements :meth:`forward` on the normalised ``Tensor[T]`` of losses, returns a scalar
+    and calls :meth:`_set_weights` with the coefficients ``w`` such that ``∂out/∂L_i = w_i``. The base
+    class accepts varargs, a sequence, a 1-D tensor or a mapping of task names to losses; checks the
+    count, shapes, device and finiteness; and records :attr:`weights` and :attr:`task_names`.
+
+    Class attributes describe the method: ``name`` (registry key), ``aliases``, ``learnable`` (its
+    parameters must be given to an optimizer, see :meth:`param_groups`), ``stateful`` (it keeps state
+    across calls) and ``requires_nonnegative`` (the losses must be ``>= 0``, e.g. when a log is taken).
+
+    Set ``check_finite = False`` on an instance to skip the finiteness check, which costs one host
+    synchronisation per call on an accelerator.
+
+    Args:
+        num_tasks: number of tasks ``T >= 1``; ``None`` accepts any count (only for stateless methods).
+        task_names: optional names of the tasks; they fix the order in which mappings are read.
+    """
+
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    kind: ClassVar[str] = "weighting"
+    learnable: ClassVar[bool] = False
+    stateful: ClassVar[bool] = False
+    requires_nonnegative: ClassVar[bool] = False
+    stale_check_every: ClassVar[int] = 100
+    check_finite: bool = True
+
+    def __init__(self, num_tasks: int | None = None, *, task_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if task_names is not None:
+            task_names = tuple(task_names)
+            if not all(isinstance(n, str) for n in task_names) or len(set(task_names)) != len(task_names):
+                raise ValueError(f"Parameter `task_names` must be distinct strings, got {list(task_names)!r}.")
+            if num_tasks is None:
+                num_tasks = len(task_names)
+            elif len(task_names) != num_tasks:
+                raise ValueError(
+                    f"Parameter `task_names` has {len(task_names)} names but `num_tasks` is {num_tasks}."
+                )
+        self.num_tasks: int | None = None if num_tasks is None else check_int("num_tasks", num_tasks)
+        self._task_names: tuple[str, ...] | None = task_names
+        self._weights: Tensor | None = None
+        self._calls = 0
+        self._snapshot: tuple[Tensor, Tensor] | None = None
+        self._warned_stale = False
+
+    # ------------------------------------------------------------------ call
+    def __call__(self, *losses: Any) -> Tensor:  # type: ignore[override]
+        """Weigh ``losses`` (varargs, a sequence, a 1-D tensor or a mapping) into one scalar."""
+        vec, names = as_loss_vector(
+            losses, num_tasks=self.num_tasks, task_names=self._task_names, device=self._device()
+        )
+        if names is not None and self._task_names is None:
+            self._task_names = tuple(names)
+        self._check_device(vec)
+        if self.check_finite and not torch.compiler.is_compiling():
+            self._check_values(vec)
+        out = super().__call__(vec)
+        if self.learnable and self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            self._watch_parameters(vec)
+        return out
+
+    def forward(self, losses: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Return the scalar objective for ``losses`` (``Tensor[T]``); call ``self._set_weights``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ reporting
+    @property
+    def weights(self) -> Tensor:
+        """Detached ``Tensor[T]``: the coefficients of the last call, ``∂out/∂L_i``."""
+        if self._weights is None:
+            initial = self._initial_weights()
+            if initial is None:
+                raise RuntimeError(f"{type(self).__name__}.weights is known only after the first call.")
+            return initial
+        return self._weights
+
+    @property
+    def task_names(self) -> tuple[str, ...] | None:
+        """The task names, from the constructor or the first mapping seen; ``None`` if never named."""
+        return self._task_names
+
+    def weights_dict(self) -> dict[str, float]:
+        """``{task name or index: weight}`` as Python floats, for logging (synchronises the device)."""
+        w = self.weights.tolist()
+        names = self._task_names or tuple(str(i) for i in range(len(w)))
+        return dict(zip(names, w))
+
+    def _set_weights(self, weights: Tensor) -> None:
+        self._weights = weights.detach()
+
+    def _initial_weights(self) -> Tensor | None:
+        return None
+
+    # ------------------------------------------------------------ lifecycle
+    def reset(self) -> None:
+        """Restore the state right after construction (parameters, buffers, recorded weights)."""
+        self._weights = None
+        self._calls = 0
+        self._snapshot = None
+        self._warned_stale = False
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-initialise parameters and buffers; stateful subclasses override this."""
+
+    def step(self) -> None:
+        """End-of-epoch hook (e.g. DWA); a no-op for most methods."""
+
+    def update(self, *losses: Any) -> None:
+        """After-``optimizer.step()`` hook (e.g. FAMO); a no-op for most methods."""
+
+    def param_groups(self, lr: float = 0.025, weight_decay: float = 0.0, **options: Any) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for this method's own parameters (empty if it has none).
+
+        Weighting parameters move at most ``lr`` per Adam step, so they need their own, larger learning
+        rate than the network (Nash-MTL's code uses 0.025) and no weight decay, which would pull them
+        toward an arbitrary point.
+
+        Example:
+            >>> import torch, awloss
+            >>> model = torch.nn.Linear(3, 2)
+            >>> awl = awloss.AutomaticWeightedLoss(2)
+            >>> opt = torch.optim.Adam([{"params": model.parameters()}, *awl.param_groups(lr=0.025)], lr=1e-3)
+            >>> [g["lr"] for g in opt.param_groups]
+            [0.001, 0.025]
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return []
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay, **options}]
+
+    # ------------------------------------------------------------ checks
+    def _device(self) -> torch.device | None:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return None
+
+    def _check_device(self, vec: Tensor) -> None:
+        dev = self._device()
+        if dev is not None and dev != vec.device:
+            raise ValueError(
+                f"Losses are on {vec.device} but {type(self).__name__}'s parameters are on {dev}; "
+                f"move the module first, e.g. `{type(self).__name__.lower()}.to({str(vec.device)!r})`."
+            )
+
+    def _check_values(self, vec: Tensor) -> None:
+        d = vec.detach()
+        ok = torch.isfinite(d)
+        if self.requires_nonnegative:
+            ok = ok & (d >= 0)
+        if bool(ok.all()):
+            return
+        values = d.tolist()
+        names = self._task_names
+        for i, v in enumerate(values):
+            label = f"`{names[i]}`" if names else f"`losses[{i}]`"
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ValueError(f"Loss {label} must be finite, got {v}.")
+            if v < 0:
+                raise ValueError(
+                    f"Loss {label} must be >= 0 for {type(self).__name__}, got {v}; shift or clamp the loss "
+                    "(the method takes its log or treats it as a negative log-likelihood)."
+                )
+
+    def _watch_parameters(self, vec: Tensor) -> None:
+        """Warn once if the learnable parameters never change while the losses do (not in an optimizer)."""
+        self._calls += 1
+        if self._warned_stale or self._calls % self.stale_check_every not in (0, 1):
+            return
+        params = [p.detach().reshape(-1) for p in self.parameters()]
+        if not params:
+            return
+        flat, losses = torch.cat(params), vec.detach()
+        if self._snapshot is None or self._calls % self.stale_check_every == 1:
+            self._snapshot = (flat.clone(), losses.clone())
+            return
+        old_p, old_l = self._snapshot
+        if torch.equal(flat, old_p) and not torch.equal(losses, old_l):
+            self._warned_stale = True
+            warnings.warn(
+                f"{type(self).__name__}'s parameters have not changed over {self.stale_check_every - 1} calls "
+                "while the losses varied: they are probably not in any optimizer. Add them, e.g. "
+                "`torch.optim.Adam([{'params': model.parameters()}, *weighting.param_groups(lr=0.025)])`.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self._snapshot = None
+
+    @classmethod
+    def _make_example(cls, num_tasks: int) -> Weighting:
+        """An instance for ``num_tasks`` tasks with default arguments (used by the contract tests)."""
+        return cls(num_tasks=num_tasks)
