@@ -21,8 +21,18 @@ from collections.abc import Mapping, Sequence
 __all__ = ["delta_m", "mean_rank"]
 
 
-def delta_m(metrics: Mapping[str, float], baseline: Mapping[str, float], higher_is_better: Mapping[str, bool]) -> float:
+def delta_m(
+    metrics: Mapping[str, float],
+    baseline: Mapping[str, float],
+    higher_is_better: Mapping[str, bool],
+    *,
+    skip_zero: bool = False,
+) -> float:
     """Δm% of ``metrics`` against ``baseline`` (flat mean over the baseline's metrics; lower is better).
+
+    A baseline metric equal to 0 makes the ratio undefined: an error, or left out of the mean with
+    ``skip_zero=True`` (used by the bench for model selection early in training, e.g. a 0 % "within
+    11.25°" after one epoch).
 
     Example:
         >>> delta_m({"acc": 90.0, "mae": 1.5}, {"acc": 80.0, "mae": 2.0}, {"acc": True, "mae": False})
@@ -30,15 +40,18 @@ def delta_m(metrics: Mapping[str, float], baseline: Mapping[str, float], higher_
     """
     if not baseline:
         raise ValueError("Argument `baseline` is empty: Δm% needs at least one metric.")
-    total = 0.0
+    total, count = 0.0, 0
     for k, b in baseline.items():
         if k not in metrics:
             raise KeyError(f"Metric {k!r} of the baseline is missing from `metrics` ({sorted(metrics)}).")
         if b == 0:
+            if skip_zero:
+                continue
             raise ValueError(f"Baseline metric {k!r} is 0: Δm% divides by it.")
         sign = -1.0 if higher_is_better[k] else 1.0
         total += sign * (metrics[k] - b) / abs(b)
-    return 100.0 * total / len(baseline)
+        count += 1
+    return 100.0 * total / count if count else 0.0
 
 
 def mean_rank(table: Mapping[str, Mapping[str, float]], higher_is_better: Mapping[str, bool]) -> dict[str, float]:

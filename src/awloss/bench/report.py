@@ -51,15 +51,15 @@ def summarise(runs: Sequence[Mapping[str, Any]], stl_runs: Sequence[Mapping[str,
         rows["STL"] = {"kind": "stl", "seeds": len(stl), "metrics": {k: _mean_std([s[k] for s in stl.values()]) for k in names},
                        "delta_m_stl": (0.0, 0.0), "ms_per_step": _mean_std([r["ms_per_step"] for r in stl_runs])}  # fmt: skip
         if ew_mean:
-            rows["STL"]["delta_m_ew"] = _mean_std([delta_m(s, ew_mean, higher) for s in stl.values()])
+            rows["STL"]["delta_m_ew"] = _mean_std([delta_m(s, ew_mean, higher, skip_zero=True) for s in stl.values()])
     for m, rs in by_method.items():
         row: dict[str, Any] = {"kind": rs[0]["kind"], "seeds": len(rs),
                                "metrics": {k: _mean_std([r["test"][k] for r in rs]) for k in names},
                                "ms_per_step": _mean_std([r["ms_per_step"] for r in rs])}  # fmt: skip
         if stl_mean:
-            row["delta_m_stl"] = _mean_std([delta_m(r["test"], stl_mean, higher) for r in rs])
+            row["delta_m_stl"] = _mean_std([delta_m(r["test"], stl_mean, higher, skip_zero=True) for r in rs])
         if ew_mean:
-            row["delta_m_ew"] = _mean_std([delta_m(r["test"], ew_mean, higher) for r in rs])
+            row["delta_m_ew"] = _mean_std([delta_m(r["test"], ew_mean, higher, skip_zero=True) for r in rs])
         rows[m] = row
     mtl = {m: {k: rows[m]["metrics"][k][0] for k in names} for m in by_method}
     if len(mtl) > 1:
@@ -73,7 +73,8 @@ def _fmt(ms: tuple[float, float] | None, digits: int = 3) -> str:
     if ms is None or not math.isfinite(ms[0]):
         return "-"
     m, s = ms
-    prec = max(0, digits - 1 - int(math.floor(math.log10(abs(m))))) if m else 2
+    scale = max(abs(m), abs(s))
+    prec = max(0, digits - 1 - int(math.floor(math.log10(scale)))) if scale > 1e-12 else 2
     prec = min(prec, 4)
     return f"{m:.{prec}f} ± {s:.{prec}f}"
 
@@ -126,9 +127,9 @@ def write_csv(path: Path, dataset: str, runs: Sequence[Mapping[str, Any]], stl_r
             for k, v in r["test"].items():
                 w.writerow([dataset, r["method"], r["kind"], r["seed"], k, v, higher[k], units[k]])
             if stl_mean:
-                w.writerow([dataset, r["method"], r["kind"], r["seed"], "delta_m_stl", delta_m(r["test"], stl_mean, higher), False, "%"])
+                w.writerow([dataset, r["method"], r["kind"], r["seed"], "delta_m_stl", delta_m(r["test"], stl_mean, higher, skip_zero=True), False, "%"])
             if ew_mean:
-                w.writerow([dataset, r["method"], r["kind"], r["seed"], "delta_m_ew", delta_m(r["test"], ew_mean, higher), False, "%"])
+                w.writerow([dataset, r["method"], r["kind"], r["seed"], "delta_m_ew", delta_m(r["test"], ew_mean, higher, skip_zero=True), False, "%"])
             w.writerow([dataset, r["method"], r["kind"], r["seed"], "ms_per_step", r["ms_per_step"], False, "ms"])
             w.writerow([dataset, r["method"], r["kind"], r["seed"], "best_epoch", r["best_epoch"], "", ""])
         for seed, vals in stl_by_seed(stl_runs, metrics, tasks).items():
@@ -168,7 +169,7 @@ def plot_all(out: Path, runs: Sequence[Mapping[str, Any]], stl_runs: Sequence[Ma
         rs = [r for r in runs if r["method"] == m]
         for t, name in enumerate(tasks):
             ys = mean_curve(rs, lambda h, t=t: h["weights"][t])
-            ax.plot(range(1, len(ys) + 1), ys, label=name)
+            ax.plot(range(1, len(ys) + 1), ys, "o-", ms=3, label=name)
         ax.set_title(m)
         ax.set_xlabel("epoch")
         ax.set_ylabel("task weight (epoch mean)")
@@ -187,11 +188,11 @@ def plot_all(out: Path, runs: Sequence[Mapping[str, Any]], stl_runs: Sequence[Ma
     for ax, k in zip(axes.flat, metrics):
         for m in methods:
             ys = mean_curve([r for r in runs if r["method"] == m], lambda h, k=k: h["val"][k.name])
-            ax.plot(range(1, len(ys) + 1), ys, label=m)
+            ax.plot(range(1, len(ys) + 1), ys, "o-", ms=3, label=m)
         stl = [r for r in stl_runs if tasks[r["task"]] == k.task]
         if stl:
             ys = mean_curve(stl, lambda h, k=k: h["val"][k.name])
-            ax.plot(range(1, len(ys) + 1), ys, "k--", label="STL")
+            ax.plot(range(1, len(ys) + 1), ys, "ko--", ms=3, label="STL")
         ax.set_title(f"{k.name} ({'higher' if k.higher_is_better else 'lower'} is better)")
         ax.set_xlabel("epoch")
     for ax in list(axes.flat)[len(metrics):]:

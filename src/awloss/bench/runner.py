@@ -223,7 +223,7 @@ def train_run(
             method.step()
         val = evaluate(ds, model, data.val, eval_bs)
         ref = ref_val if ref_val is not None else (history[0]["val"] if history else val)
-        crit = delta_m({k: val[k] for k in own}, {k: ref[k] for k in own}, higher)
+        crit = delta_m({k: val[k] for k in own}, {k: ref[k] for k in own}, higher, skip_zero=True)
         history.append({"epoch": epoch + 1, "val": val, "val_delta_m": crit,
                         "weights": (w_sum / steps).tolist(), "train_loss": (l_sum / steps).tolist()})  # fmt: skip
         if progress is not None:
