@@ -24,7 +24,8 @@ class Weighting(nn.Module):
 
     Class attributes describe the method: ``name`` (registry key), ``aliases``, ``learnable`` (its
     parameters must be given to an optimizer, see :meth:`param_groups`), ``stateful`` (it keeps state
-    across calls) and ``requires_nonnegative`` (the losses must be ``>= 0``, e.g. when a log is taken).
+    across calls), ``requires_nonnegative`` (the losses must be ``>= 0``, e.g. when a log is taken) and
+    ``permutation_equivariant`` (permuting the tasks permutes the weights; ``False`` for random methods).
 
     Set ``check_finite = False`` on an instance to skip the finiteness check, which costs one host
     synchronisation per call on an accelerator.
@@ -40,6 +41,7 @@ class Weighting(nn.Module):
     learnable: ClassVar[bool] = False
     stateful: ClassVar[bool] = False
     requires_nonnegative: ClassVar[bool] = False
+    permutation_equivariant: ClassVar[bool] = True
     stale_check_every: ClassVar[int] = 100
     check_finite: bool = True
 
