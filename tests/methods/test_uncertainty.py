@@ -261,3 +261,28 @@ def test_weights_readable_before_first_call_and_after_reset():
     uw = UncertaintyWeighting(2, task_types=("regression", "classification"), init=[0.0, math.log(2.0)])
     torch.testing.assert_close(uw.weights, torch.tensor([0.5, 0.5]))
     torch.testing.assert_close(uw.sigma, torch.tensor([1.0, math.sqrt(2.0)]))
+
+
+# --------------------------------------------------------------------------- fused kernel
+@pytest.mark.parametrize("log1p", [False, True])
+@pytest.mark.parametrize("mask", [False, True])
+def test_fused_objective_matches_plain_ops_and_gradcheck(log1p, mask):
+    from awloss.weighting._uncertainty import _uw_objective, _UWObjective
+
+    torch.manual_seed(0)
+    s = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    L = torch.rand(5, dtype=torch.float64)
+    L[2] = 0.0
+    L.requires_grad_(True)
+    factor = torch.tensor([0.5, 1.0, 0.5, 1.0, 0.5], dtype=torch.float64)
+    out_a, w_a = _uw_objective(s, L, factor, log1p, mask)
+    out_b, w_b = _UWObjective.apply(s, L, factor, log1p, mask)
+    torch.testing.assert_close(out_a, out_b)
+    torch.testing.assert_close(w_a, w_b)
+    ga = torch.autograd.grad(out_a, [s, L])
+    gb = torch.autograd.grad(out_b, [s, L])
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda s_, l_: _UWObjective.apply(s_, l_, factor, log1p, mask)[0], (s, L))
+    if mask:
+        assert ga[0][2] == 0  # the zero-loss task's s gets no gradient

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -167,11 +168,13 @@ class Weighting(nn.Module):
             )
 
     def _check_values(self, vec: Tensor) -> None:
+        # Cheap path first (one reduction, one sync): a NaN/inf makes the sum non-finite, a NaN or a
+        # negative value makes the minimum fail `>= 0`. Only on failure is the culprit looked for.
         d = vec.detach()
-        ok = torch.isfinite(d)
-        if self.requires_nonnegative:
-            ok = ok & (d >= 0)
-        if bool(ok.all()):
+        ok = math.isfinite(float(d.sum()))
+        if ok and self.requires_nonnegative:
+            ok = float(d.min()) >= 0
+        if ok:
             return
         values = d.tolist()
         names = self._task_names
@@ -179,7 +182,7 @@ class Weighting(nn.Module):
             label = f"`{names[i]}`" if names else f"`losses[{i}]`"
             if v != v or v in (float("inf"), float("-inf")):
                 raise ValueError(f"Loss {label} must be finite, got {v}.")
-            if v < 0:
+            if self.requires_nonnegative and v < 0:
                 raise ValueError(
                     f"Loss {label} must be >= 0 for {type(self).__name__}, got {v}; shift or clamp the loss "
                     "(the method takes its log or treats it as a negative log-likelihood)."
