@@ -123,7 +123,7 @@ class QM9(DatasetSpec):
         return self.apply_sizes(Data(split(tr), split(va), split(te), info=info))
 
     def build_model(self) -> nn.Module:
-        return mlp_model(34, (256, 256), (128,), [1] * 11)
+        return mlp_model(34, (256, 256), (), [1] * 11)  # linear heads, like the MPNN of Nash-MTL
 
     def metrics(self) -> list[Metric]:
         return [Metric(f"{t}", t, False, u) for t, u in zip(TARGETS, UNITS)]
