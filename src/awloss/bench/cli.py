@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny subsets and 1-2 epochs: a smoke test in seconds")
     p.add_argument("--no-stl", action="store_true", help="skip single-task baselines (Δm%% only vs EW)")
     p.add_argument("--no-cache", action="store_true", help="retrain STL baselines even if cached")
+    p.add_argument("--reuse-runs", action="store_true",
+                   help="reuse cached method runs of the same configuration (every run is cached; off by default "
+                        "because a method's code may have changed since)")  # fmt: skip
     p.add_argument("--selection", choices=("best", "last"), default="best",
                    help="report the test metrics at the best-validation epoch (default) or the last one")  # fmt: skip
     p.add_argument("--out", "-o", default=None, help="output folder (default bench-results/<dataset>-<time>)")
@@ -245,9 +248,16 @@ def run(args: argparse.Namespace) -> int:
         for seed in seeds:
             if spec.label in skipped:
                 break
+            ident = {"label": spec.label, "class": f"{spec.cls.__module__}.{spec.cls.__qualname__}",
+                     "kwargs": spec.kwargs, "ref": stl_val.get(seed)}  # fmt: skip
+            path = cache_dir("runs") / f"{ds.name}-{spec.label}-{stl_key(ds, train_cfg, seed, -1, ident)}.json"
+            if args.reuse_runs and path.is_file():
+                runs.append(json.loads(path.read_text()))
+                continue
             try:
                 with progress.run(f"{spec.label} seed {seed}", steps_per_run) as bar:
                     runs.append(train_run(ds, data, spec, seed, train_cfg, ref_val=stl_val.get(seed), progress=bar))
+                path.write_text(json.dumps(runs[-1]))
             except SkipMethod as e:
                 skipped[spec.label] = str(e)
                 print(f"  skipping {spec.label}: {e}", file=sys.stderr)

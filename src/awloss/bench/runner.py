@@ -148,9 +148,11 @@ def evaluate(ds: DatasetSpec, model: nn.Module, split: Split, batch_size: int) -
     return ds.evaluate(predict(model, split, batch_size), split.y)
 
 
-def stl_key(ds: DatasetSpec, cfg: Mapping[str, Any], seed: int, task: int) -> str:
+def stl_key(ds: DatasetSpec, cfg: Mapping[str, Any], seed: int, task: int, method: Any = None) -> str:
+    """Cache key of a run: dataset config, training config, seed, task (STL) or method (class + kwargs)."""
     blob = json.dumps({"ds": ds.fingerprint(), "cfg": dict(cfg), "seed": seed, "task": task, "v": STL_VERSION,
-                       "torch": torch.__version__.split("+")[0]}, sort_keys=True, default=str)  # fmt: skip
+                       "torch": torch.__version__.split("+")[0], "awloss": awloss.__version__, "method": method},
+                      sort_keys=True, default=str)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
