@@ -91,7 +91,8 @@ class GradNorm(Weighting):
         )
         if not params or not all(isinstance(p, Tensor) and p.requires_grad for p in params):
             raise ValueError(
-                f"Parameter `shared` must be the last shared layer (a module or parameters requiring grad), got {shared!r}."
+                "Parameter `shared` must be the last shared layer (a module or parameters requiring grad), "
+                f"got {shared!r}."
             )
         self._shared: list[Tensor] = params  # plain list: not registered, not in state_dict
         self.alpha = check_positive("alpha", alpha, strict=False)

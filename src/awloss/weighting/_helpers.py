@@ -32,7 +32,7 @@ def as_weight_vector(name: str, value: object, num_tasks: int | None = None, *, 
     if t.numel() == 1 and num_tasks is not None:
         t = t.expand(num_tasks).clone()
     if num_tasks is not None and t.numel() != num_tasks:
-        raise ValueError(f"Parameter `{name}` must have {num_tasks} entries (one per task), got {t.numel()}: {value!r}.")
+        raise ValueError(f"Parameter `{name}` must have {num_tasks} entries (one per task), got {value!r}.")
     if t.numel() == 0 or not bool(torch.isfinite(t).all()):
         raise ValueError(f"Parameter `{name}` must be finite, got {value!r}.")
     if positive and not bool((t > 0).all()):
