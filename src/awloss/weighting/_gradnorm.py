@@ -73,6 +73,7 @@ class GradNorm(Weighting):
 
     name = "gradnorm"
     stateful = True
+    requires_nonnegative = True
 
     def __init__(
         self,
@@ -137,13 +138,13 @@ class GradNorm(Weighting):
         with torch.no_grad():
             n = torch.stack(norms).to(self.task_weights.dtype)
             L = losses.detach().to(self.task_weights.dtype)
-            first = L.clamp_min(torch.finfo(L.dtype).tiny)
-            self.initial_losses.copy_(torch.where(self.has_initial, self.initial_losses, first))
+            self.initial_losses.copy_(torch.where(self.has_initial, self.initial_losses, L))
             self.has_initial.fill_(True)
             if not bool((n > 0).any()):
                 return
             G = self.task_weights * n
-            rate = L / self.initial_losses
+            L0 = self.initial_losses
+            rate = torch.where(L0 > 0, L / L0.clamp_min(torch.finfo(L.dtype).tiny), torch.ones_like(L))
             r = rate / rate.mean().clamp_min(torch.finfo(L.dtype).tiny)
             target = G.mean() * r.pow(self.alpha)
             self.grad_norms.copy_(G)
