@@ -107,8 +107,9 @@ class FAMO(Weighting):
         below = vec.detach() < self.min_losses.to(vec.dtype)
         if bool(below.any()):
             i = int(below.nonzero()[0, 0])
+            label = f"`{self._task_names[i]}`" if self._task_names else f"`losses[{i}]`"
             raise ValueError(
-                f"Loss `losses[{i}]` = {float(vec[i])} is below its lower bound `min_losses[{i}]` = "
+                f"Loss {label} = {float(vec[i].detach())} is below its lower bound `min_losses[{i}]` = "
                 f"{float(self.min_losses[i])}; FAMO takes log(L - min_losses): lower `min_losses`."
             )
 
