@@ -55,6 +55,7 @@ class Constant(Weighting):
 
     name = "constant"
     aliases = ("fixed", "static")
+    permutation_equivariant = False  # each position has its own fixed weight
 
     def __init__(
         self, weights: Sequence[float] | Tensor | Mapping[str, float], *, task_names: Sequence[str] | None = None

@@ -63,6 +63,7 @@ class RLW(Weighting):
     name = "rlw"
     aliases = ("random", "random_weighting")
     stateful = True
+    permutation_equivariant = False  # random weights per call
 
     def __init__(self, num_tasks: int, *, seed: int | None = None, task_names: Sequence[str] | None = None) -> None:
         super().__init__(num_tasks, task_names=task_names)
