@@ -78,9 +78,12 @@ class Constant(Weighting):
         return self.task_weights.clone()
 
     def forward(self, losses: Tensor) -> Tensor:
-        w = self.task_weights.to(torch.promote_types(losses.dtype, self.task_weights.dtype))
+        w = self.task_weights
+        if w.dtype != losses.dtype:
+            dtype = torch.promote_types(losses.dtype, w.dtype)
+            w, losses = w.to(dtype), losses.to(dtype)
         self._set_weights(w)
-        return (w * losses).sum()
+        return torch.dot(w, losses)
 
     def extra_repr(self) -> str:
         return f"weights={[round(v, 6) for v in self.task_weights.tolist()]}"

@@ -77,18 +77,21 @@ class DWA(Weighting):
     def reset_parameters(self) -> None:
         for b in (self.loss_sum, self.loss_count, self.history, self.epochs):
             b.zero_()
-        self.current.fill_(1.0)
+        self.current = torch.ones_like(self.current)
 
     def _initial_weights(self) -> Tensor:
         return self.current.clone()
 
     def forward(self, losses: Tensor) -> Tensor:
         if self.training:
-            self.loss_sum.add_(losses.detach().to(self.loss_sum.dtype))
+            self.loss_sum.add_(losses.detach())
             self.loss_count.add_(1)
-        w = self.current.to(torch.promote_types(losses.dtype, self.current.dtype), copy=True)
+        w = self.current  # step() replaces this tensor instead of writing into it, so w stays valid
+        if w.dtype != losses.dtype:
+            dtype = torch.promote_types(losses.dtype, w.dtype)
+            w, losses = w.to(dtype), losses.to(dtype)
         self._set_weights(w)
-        return (w * losses).sum()
+        return torch.dot(w, losses)
 
     def step(self) -> None:
         """End of epoch: store this epoch's mean losses and compute the next epoch's weights."""
@@ -107,7 +110,7 @@ class DWA(Weighting):
             prev = self.history[0].clamp_min(torch.finfo(self.history.dtype).tiny)
             ratio = self.history[1] / prev
             w = self.current.numel() * torch.softmax(ratio / self.temperature, dim=0)
-            self.current.copy_(w.to(self.current.dtype))
+            self.current = w.to(self.current.dtype)
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, temperature={self.temperature}"

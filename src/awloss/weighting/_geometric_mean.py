@@ -10,7 +10,7 @@ from torch import Tensor
 from .._inputs import check_positive
 from .._registry import register
 from ._base import Weighting
-from ._helpers import check_strictly_positive
+from ._helpers import check_positive_losses
 
 __all__ = ["GeometricMean"]
 
@@ -66,9 +66,10 @@ class GeometricMean(Weighting):
         self.eps = check_positive("eps", eps, strict=False)
 
     def _check_values(self, vec: Tensor) -> None:
-        super()._check_values(vec)
         if self.eps == 0.0:
-            check_strictly_positive(self, vec, "it takes the geometric mean")
+            check_positive_losses(self, vec, super()._check_values, "it takes the geometric mean")
+        else:
+            super()._check_values(vec)
 
     def forward(self, losses: Tensor) -> Tensor:
         shifted = losses + self.eps if self.eps else losses

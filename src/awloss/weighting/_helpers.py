@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import Tensor
 
-__all__ = ["check_strictly_positive", "adam_step", "as_weight_vector"]
+__all__ = ["check_strictly_positive", "check_positive_losses", "adam_step", "as_weight_vector"]
 
 
 def check_strictly_positive(module: torch.nn.Module, vec: Tensor, why: str) -> None:
@@ -21,6 +24,15 @@ def check_strictly_positive(module: torch.nn.Module, vec: Tensor, why: str) -> N
                 f"Loss {label} must be > 0 for {type(module).__name__} ({why}), got {v}; pass `eps > 0` to "
                 "shift every loss by eps, or make sure the loss cannot reach 0."
             )
+
+
+def check_positive_losses(module: torch.nn.Module, vec: Tensor, base_check: Any, why: str) -> None:
+    """Finite and ``> 0`` in two host reads on the fast path; on failure the base check or ours names the loss."""
+    d = vec.detach()
+    if math.isfinite(float(d.sum())) and float(d.min()) > 0:
+        return
+    base_check(vec)
+    check_strictly_positive(module, vec, why)
 
 
 def as_weight_vector(name: str, value: object, num_tasks: int | None = None, *, positive: bool = False) -> Tensor:

@@ -93,7 +93,7 @@ class RLW(Weighting):
         else:
             w = torch.full_like(losses, 1.0 / T)
         self._set_weights(w)
-        return (w * losses).sum()
+        return torch.dot(w, losses)
 
     def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
         self.rng_state = self._generator.get_state().to(self.rng_state.device)

@@ -11,7 +11,7 @@ from torch import Tensor
 from .._inputs import check_int, check_positive
 from .._registry import register
 from ._base import Weighting
-from ._helpers import as_weight_vector, check_strictly_positive
+from ._helpers import as_weight_vector, check_positive_losses
 
 __all__ = ["STCH"]
 
@@ -108,9 +108,10 @@ class STCH(Weighting):
         self._epoch = 0
 
     def _check_values(self, vec: Tensor) -> None:
-        super()._check_values(vec)
         if self.warmup_epochs:
-            check_strictly_positive(self, vec, "its warm-up recipe takes log L")
+            check_positive_losses(self, vec, super()._check_values, "its warm-up recipe takes log L")
+        else:
+            super()._check_values(vec)
 
     def forward(self, losses: Tensor) -> Tensor:
         dtype = torch.promote_types(losses.dtype, self.preference.dtype)

@@ -10,7 +10,7 @@ from torch import Tensor
 from .._inputs import check_positive
 from .._registry import register
 from ._base import Weighting
-from ._helpers import check_strictly_positive
+from ._helpers import check_positive_losses
 
 __all__ = ["UWSO"]
 
@@ -77,15 +77,18 @@ class UWSO(Weighting):
         self.eps = check_positive("eps", eps, strict=False)
 
     def _check_values(self, vec: Tensor) -> None:
-        super()._check_values(vec)
         if self.eps == 0.0:
-            check_strictly_positive(self, vec, "its weights are softmax(1/L)")
+            check_positive_losses(self, vec, super()._check_values, "its weights are softmax(1/L)")
+        else:
+            super()._check_values(vec)
 
     def forward(self, losses: Tensor) -> Tensor:
         d = losses.detach()
-        w = torch.softmax(torch.reciprocal(d + self.eps) / self.temperature, dim=0)
+        if self.eps:
+            d = d + self.eps
+        w = torch.softmax((1.0 / self.temperature) / d, dim=0)  # (1/L) / T in one op
         self._set_weights(w)
-        return (w * losses).sum()
+        return torch.dot(w, losses)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
