@@ -65,7 +65,7 @@ class Aggregator(nn.Module):
     def weights(self) -> Tensor:
         """Detached ``Tensor[T]``: the coefficients of the last call, ``update = weightsᵀJ``."""
         if not self.weighted:
-            raise AttributeError(f"{type(self).__name__} is not a weighted aggregator: its update is not wᵀJ.")
+            raise RuntimeError(f"{type(self).__name__} is not a weighted aggregator: its update is not wᵀJ.")
         if self._weights is None:
             raise RuntimeError(f"{type(self).__name__}.weights is known only after the first call.")
         return self._weights
@@ -162,6 +162,8 @@ class GramianAggregator(Aggregator):
         return w
 
     def _weights_of(self, G: Tensor) -> Tensor:
+        if self.check:  # a NaN would make eigh/solve raise before the check names the task
+            G = torch.where(torch.isfinite(G), G, torch.zeros_like(G))
         w = self.weights_from_gramian(G).to(G.dtype)
         self._set_weights(w)
         return w

@@ -29,6 +29,9 @@ class ConFIG(GramianAggregator):
         - :math:`D = \operatorname{diag}(\|g_i\|)`, :math:`U = D^{-1}J`, :math:`G_u = D^{-1} G D^{-1}`;
         - zero gradients get a zero unit row (and weight).
 
+    Args:
+        none: the method has no hyper-parameters.
+
     Example:
         >>> import torch, awloss
         >>> agg = awloss.get("config")

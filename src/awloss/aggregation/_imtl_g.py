@@ -27,6 +27,9 @@ class IMTLG(GramianAggregator):
         - :math:`G = JJ^\top` is the Gramian and :math:`G^{+}` its pseudo-inverse;
         - :math:`w = 0` when :math:`|\mathbb{1}^\top v| < 10^{-12}`.
 
+    Args:
+        none: the method has no hyper-parameters.
+
     Example:
         >>> import torch, awloss
         >>> agg = awloss.get("imtl_g")

@@ -25,6 +25,9 @@ class GradMean(GramianAggregator):
         - :math:`g_i` is row :math:`i` of the Jacobian (the gradient of task :math:`i`);
         - :math:`T` is the number of tasks.
 
+    Args:
+        none: the method has no hyper-parameters.
+
     Example:
         >>> import torch, awloss
         >>> agg = awloss.get("grad_mean")
@@ -58,6 +61,9 @@ class GradSum(GramianAggregator):
 
     where:
         - :math:`g_i` is row :math:`i` of the Jacobian.
+
+    Args:
+        none: the method has no hyper-parameters.
 
     Example:
         >>> import torch, awloss

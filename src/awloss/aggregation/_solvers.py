@@ -196,7 +196,9 @@ def nash_bargaining(
     dt, dev = work_dtype(G), G.device
     Gw = G.to(dt)
     Gw = 0.5 * (Gw + Gw.T)
-    Gw = Gw + (reg * Gw.diagonal().mean().clamp_min(torch.finfo(dt).tiny)) * torch.eye(T, dtype=dt, device=dev)
+    eye = torch.eye(T, dtype=dt, device=dev)
+    m = Gw.diagonal().mean()
+    Gw = torch.where(m > 0, Gw + reg * m * eye, eye)  # all-zero gradients: any α gives the zero update
     if init is None:
         alpha = Gw.diagonal().clamp_min(torch.finfo(dt).tiny).rsqrt()
     else:
