@@ -54,8 +54,8 @@ def _nash_anchor(J):
 ANCHORS = {
     "grad_mean": ({}, lambda J: tja.Mean()(J), 1e-12),
     "grad_sum": ({}, lambda J: tja.Sum()(J), 1e-12),
-    "upgrad": ({}, lambda J: _quiet(tja.UPGrad(), J), 1e-6),
-    "dualproj": ({}, lambda J: _quiet(tja.DualProj(), J), 1e-6),
+    "upgrad": ({"reg": 1e-4}, lambda J: _quiet(tja.UPGrad(), J), 1e-6),  # TorchJD's ridge
+    "dualproj": ({"reg": 1e-4}, lambda J: _quiet(tja.DualProj(), J), 1e-6),
     "imtl_g": ({}, lambda J: tja.IMTLG()(J), 1e-6),
     "aligned_mtl": ({}, lambda J: tja.AlignedMTL()(J), 1e-6),
     "config": ({}, lambda J: tja.ConFIG()(J), 1e-6),

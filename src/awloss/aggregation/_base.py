@@ -26,8 +26,10 @@ class Aggregator(nn.Module):
     per call that ``check = False`` on an instance removes.
 
     Class attributes describe the method: ``name`` (registry key), ``aliases``, ``kind = "aggregator"``,
-    ``stateful`` (it keeps state across calls in buffers, see :meth:`reset`) and ``weighted`` (``False``
-    for methods such as GradDrop whose update is not a combination of the rows).
+    ``stateful`` (it keeps state across calls in buffers, see :meth:`reset`), ``weighted`` (``False``
+    for methods such as GradDrop whose update is not a combination of the rows),
+    ``permutation_equivariant`` (``False`` when random draws depend on the task order) and
+    ``conflict_free`` (the method guarantees ``⟨update, g_i⟩ >= 0`` for every task).
     """
 
     name: ClassVar[str] = ""
@@ -35,6 +37,8 @@ class Aggregator(nn.Module):
     kind: ClassVar[str] = "aggregator"
     stateful: ClassVar[bool] = False
     weighted: ClassVar[bool] = True
+    permutation_equivariant: ClassVar[bool] = True
+    conflict_free: ClassVar[bool] = False
     check: bool = True
 
     def __init__(self) -> None:

@@ -23,10 +23,11 @@ class DBMTL(Aggregator):
 
     .. math::
         \hat g_i \leftarrow \beta_t \hat g_i + (1 - \beta_t)\nabla\log(L_i + \epsilon),\quad
-        \beta_t = \beta / t^{\sigma},\qquad d = \sum_i \frac{\max_j \|\hat g_j\|}{\|\hat g_i\| + 10^{-8}}\,\hat g_i
+        \beta_t = \beta / t^{\sigma},\qquad d = \sum_i \frac{\max_j \|\hat g_j\|}{\|\hat g_i\|}\,\hat g_i
 
     where:
-        - :math:`\hat g_i` starts at 0 and :math:`t` counts the calls from 1.
+        - :math:`\hat g_i` starts at 0 and :math:`t` counts the calls from 1; a task whose averaged gradient
+          is exactly 0 gets weight 0.
 
     Args:
         beta: EMA factor in ``[0, 1)``; default ``0.9`` (LibMTL's default).
@@ -46,7 +47,8 @@ class DBMTL(Aggregator):
         Networks, 2025).
 
     Note:
-        LibMTL returns dummy ones as weights; ours are the real balancing coefficients. Used on a
+        LibMTL returns dummy ones as weights; ours are the real balancing coefficients. LibMTL adds ``1e-8``
+        to the norms, which breaks scale invariance for small gradients; we exclude zero norms instead. Used on a
         Jacobian directly, pass the Jacobian of the log-losses (``awloss.backward`` does this for you).
     """
 
@@ -91,7 +93,7 @@ class DBMTL(Aggregator):
         ema = (beta_t * self.grad_ema.to(J.dtype) + (1 - beta_t) * J).detach()
         self.grad_ema = ema
         norms = ema.norm(dim=1)
-        alpha = norms.max() / (norms + 1e-8)
+        alpha = torch.where(norms > 0, norms.max() / torch.where(norms > 0, norms, 1.0), 0.0)
         self._weights = alpha.detach()
         return alpha @ ema
 

@@ -50,6 +50,7 @@ class GradDrop(Aggregator):
     """
 
     name = "graddrop"
+    permutation_equivariant = False
     weighted = False
 
     def __init__(self, leak: float | list[float] | tuple[float, ...] = 0.0) -> None:

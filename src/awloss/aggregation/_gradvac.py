@@ -32,7 +32,8 @@ class GradVac(GramianAggregator):
 
     Args:
         beta: EMA rate in ``[0, 1]``; default ``0.5`` (LibMTL's and TorchJD's default; the paper tunes it).
-        eps: small constant added to the denominators, ``>= 0``; default ``1e-8``.
+        eps: small constant added to the denominators, relative to the RMS gradient norm, ``>= 0``;
+            default ``1e-8``.
 
     Example:
         >>> import torch, awloss
@@ -50,10 +51,12 @@ class GradVac(GramianAggregator):
     Note:
         The target state lives in the ``phi_hat`` buffer (``state_dict`` round-trips; TorchJD keeps it in
         a plain attribute). All tasks are processed together, ``T`` vectorised steps on the device,
-        instead of the ``T²`` Python-loop visits of LibMTL and TorchJD.
+        instead of the ``T²`` Python-loop visits of LibMTL and TorchJD. Their ``eps`` is absolute; ours is
+        scaled by the RMS gradient norm so that the method is exactly scale invariant.
     """
 
     name = "gradvac"
+    permutation_equivariant = False
     stateful = True
 
     def __init__(self, beta: float = 0.5, eps: float = 1e-8) -> None:
@@ -77,6 +80,7 @@ class GradVac(GramianAggregator):
         rows = torch.arange(T, device=dev)
         C = torch.eye(T, dtype=G.dtype, device=dev)
         norm_g = G.diagonal().clamp_min(0).sqrt()
+        unit = norm_g.pow(2).mean().sqrt()  # eps is relative to the gradients' scale (scale invariance)
         for k in range(T):
             j = order[:, k]
             valid = j != rows
@@ -84,11 +88,11 @@ class GradVac(GramianAggregator):
             dot = cG.gather(1, j[:, None]).squeeze(1)
             norm_i = (cG * C).sum(dim=1).clamp_min(0).sqrt()
             norm_j = norm_g[j]
-            phi = dot / (norm_i * norm_j + self.eps)
+            phi = dot / (norm_i * norm_j + self.eps * unit * unit)
             target = phi_hat[rows, j]
             s_phi = (1 - phi * phi).clamp_min(0).sqrt()
             s_hat = (1 - target * target).clamp_min(0).sqrt()
-            w = norm_i * (target * s_phi - phi * s_hat) / (norm_j * s_hat + self.eps)
+            w = norm_i * (target * s_phi - phi * s_hat) / (norm_j * s_hat + self.eps * unit)
             w = torch.where(valid & (phi < target), w, torch.zeros_like(w))
             C = C.index_put((rows, j), w, accumulate=True)
             new = torch.where(valid, (1 - self.beta) * target + self.beta * phi, target)

@@ -53,6 +53,7 @@ class MGDA(GramianAggregator):
     """
 
     name = "mgda"
+    conflict_free = True
 
     def __init__(self, normalize: str = "none", reg: float = 1e-8) -> None:
         super().__init__()

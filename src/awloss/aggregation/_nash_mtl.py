@@ -40,8 +40,10 @@ class NashMTL(GramianAggregator):
     Example:
         >>> import torch, awloss
         >>> agg = awloss.get("nash_mtl", max_norm=0.0)
-        >>> agg(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
-        tensor([1.0000, 1.0000])
+        >>> agg(torch.tensor([[1.0, 0.0], [0.0, 2.0]])).round(decimals=4)  # α = (1, 1/2): Gα = 1/α
+        tensor([1., 1.])
+        >>> agg.weights.round(decimals=4)
+        tensor([1.0000, 0.5000])
 
     References:
         Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik & Fetaya, "Multi-Task Learning as a
@@ -51,7 +53,7 @@ class NashMTL(GramianAggregator):
         The official code runs ``optim_niter=20`` sequential convex problems through cvxpy/ECOS on the CPU,
         and a bare ``except`` silently keeps the old weights when ECOS fails. Newton on the self-concordant
         objective reaches the same fixed point in torch; a non-converged solve raises ``SolverError``. A
-        ridge of ``1e-6·mean diag`` keeps the problem bounded for dependent gradients.
+        ridge of ``1e-9·mean diag`` keeps the problem bounded for dependent gradients.
     """
 
     name = "nash_mtl"

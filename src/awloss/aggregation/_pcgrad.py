@@ -67,6 +67,7 @@ class PCGrad(GramianAggregator):
     """
 
     name = "pcgrad"
+    permutation_equivariant = False
 
     def __init__(self, reduction: str = "sum") -> None:
         super().__init__()

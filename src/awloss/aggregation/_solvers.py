@@ -183,7 +183,7 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
 
 
 def nash_bargaining(
-    G: Tensor, init: Tensor | None = None, *, reg: float = 1e-6, max_iter: int = 100, tol: float = 1e-12
+    G: Tensor, init: Tensor | None = None, *, reg: float = 1e-9, max_iter: int = 100, tol: float = 1e-12
 ) -> tuple[Tensor, Tensor]:
     """Solve ``Gα = 1/α``, ``α > 0`` (Nash-MTL's bargaining solution) by damped Newton.
 

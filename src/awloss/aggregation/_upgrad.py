@@ -44,7 +44,9 @@ class UPGrad(GramianAggregator):
         - :math:`G` is the trace-normalised Gramian plus ``reg·I``.
 
     Args:
-        reg: ridge added to the trace-normalised Gramian, ``>= 0``; default ``1e-4`` (TorchJD's).
+        reg: ridge added to the trace-normalised Gramian, ``>= 0``; default ``1e-8``. TorchJD uses ``1e-4``
+            (quadprog needs a clearly positive definite matrix); pass ``reg=1e-4`` to reproduce its numbers.
+            The ridge weakens the no-conflict guarantee to ``⟨d, g_i⟩ >= -reg·tr(G)·w_i``.
 
     Example:
         >>> import torch, awloss
@@ -62,8 +64,9 @@ class UPGrad(GramianAggregator):
     """
 
     name = "upgrad"
+    conflict_free = True
 
-    def __init__(self, reg: float = 1e-4) -> None:
+    def __init__(self, reg: float = 1e-8) -> None:
         super().__init__()
         self.reg = check_positive("reg", reg, strict=False)
 
