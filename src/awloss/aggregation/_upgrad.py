@@ -52,7 +52,7 @@ class UPGrad(GramianAggregator):
         >>> import torch, awloss
         >>> agg = awloss.get("upgrad")
         >>> agg(torch.tensor([[1.0, 0.0], [-1.0, 1.0]]))
-        tensor([0.2499, 0.7500])
+        tensor([0.2500, 0.7500])
 
     References:
         Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", arXiv:2406.16232, 2024.
