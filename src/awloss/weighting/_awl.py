@@ -46,7 +46,7 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
         >>> from awloss import AutomaticWeightedLoss
         >>> awl = AutomaticWeightedLoss(2)
         >>> awl(1, 2)  # the seed's own example: 0.5 + ln 2 + 1 + ln 2
-        tensor(2.8863, grad_fn=<SumBackward0>)
+        tensor(2.8863, grad_fn=<_UWObjectiveBackward>)
         >>> awl.weights, awl.sigma
         (tensor([0.5000, 0.5000]), tensor([1., 1.]))
 

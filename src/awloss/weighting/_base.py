@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -25,7 +26,8 @@ class Weighting(nn.Module):
 
     Class attributes describe the method: ``name`` (registry key), ``aliases``, ``learnable`` (its
     parameters must be given to an optimizer, see :meth:`param_groups`), ``stateful`` (it keeps state
-    across calls) and ``requires_nonnegative`` (the losses must be ``>= 0``, e.g. when a log is taken).
+    across calls), ``requires_nonnegative`` (the losses must be ``>= 0``, e.g. when a log is taken) and
+    ``permutation_equivariant`` (permuting the tasks permutes the weights; ``False`` for random methods).
 
     Set ``check_finite = False`` on an instance to skip the finiteness check, which costs one host
     synchronisation per call on an accelerator.
@@ -45,6 +47,7 @@ class Weighting(nn.Module):
     learnable: ClassVar[bool] = False
     stateful: ClassVar[bool] = False
     requires_nonnegative: ClassVar[bool] = False
+    permutation_equivariant: ClassVar[bool] = True
     stale_check_every: ClassVar[int] = 100
     check_finite: bool = True
     sync: bool | str = "auto"
@@ -181,11 +184,13 @@ class Weighting(nn.Module):
             )
 
     def _check_values(self, vec: Tensor) -> None:
+        # Cheap path first (one reduction, one sync): a NaN/inf makes the sum non-finite, a NaN or a
+        # negative value makes the minimum fail `>= 0`. Only on failure is the culprit looked for.
         d = vec.detach()
-        ok = torch.isfinite(d)
-        if self.requires_nonnegative:
-            ok = ok & (d >= 0)
-        if bool(ok.all()):
+        ok = math.isfinite(float(d.sum()))
+        if ok and self.requires_nonnegative:
+            ok = float(d.min()) >= 0
+        if ok:
             return
         values = d.tolist()
         names = self._task_names
@@ -193,7 +198,7 @@ class Weighting(nn.Module):
             label = f"`{names[i]}`" if names else f"`losses[{i}]`"
             if v != v or v in (float("inf"), float("-inf")):
                 raise ValueError(f"Loss {label} must be finite, got {v}.")
-            if v < 0:
+            if self.requires_nonnegative and v < 0:
                 raise ValueError(
                     f"Loss {label} must be >= 0 for {type(self).__name__}, got {v}; shift or clamp the loss "
                     "(the method takes its log or treats it as a negative log-likelihood)."
