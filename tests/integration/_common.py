@@ -7,6 +7,7 @@ processes; nothing here is collected by pytest.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,12 @@ def task_losses(pred: Tensor, y: Tensor) -> list[Tensor]:
     return [torch.nn.functional.mse_loss(pred[:, i], y[:, i]) for i in range(pred.shape[1])]
 
 
-def make_weighting(name: str, num_tasks: int = NUM_TASKS) -> Weighting:
-    return awloss.get_class(name)._make_example(num_tasks)
+def make_weighting(name: str, num_tasks: int = NUM_TASKS, model: nn.Module | None = None) -> Weighting:
+    """The method with default arguments; one that needs the shared layer (GradNorm) gets ``model.trunk``."""
+    cls = awloss.get_class(name)
+    if model is not None and "shared" in inspect.signature(cls.__init__).parameters:
+        return cls(num_tasks, shared=model.trunk)
+    return cls._make_example(num_tasks)
 
 
 def has_update(w: Weighting) -> bool:
@@ -60,7 +65,7 @@ def build(name: str, seed: int = 0, dtype: torch.dtype = torch.float64) -> tuple
     """Model, weighting and optimizer (one Adam, the weighting in its own param group)."""
     torch.manual_seed(seed)
     model = TinyMTL().to(dtype)
-    w = make_weighting(name).to(dtype)
+    w = make_weighting(name, model=model).to(dtype)
     opt = torch.optim.Adam([{"params": model.parameters()}, *w.param_groups(lr=0.05)], lr=0.01)
     return model, w, opt
 

@@ -35,10 +35,12 @@ class Holder(nn.Module):
 
 
 def run(name: str, variant: str, rank: int, world: int, distributed: bool) -> dict:
-    """``variant``: "outside" (DDP wraps the model only), "inside" (DDP wraps model + weighting) or "nosync"."""
+    """``variant``: "outside" (DDP wraps the model only), "inside" (DDP wraps model + weighting),
+    "rankseed" (outside, built from a different seed on every rank) or "nosync"."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    model, w, opt = C.build(name)
+    # "rankseed": every rank builds from its own seed; DDP and the weighting's first synced call copy rank 0's
+    model, w, opt = C.build(name, seed=rank if variant == "rankseed" else 0)
     if variant == "nosync":
         w.sync = False
     if variant == "inside":
@@ -94,8 +96,8 @@ def run_aggregator(name: str, rank: int, world: int, distributed: bool) -> dict:
 def run_all(rank: int, world: int, distributed: bool) -> dict:
     results = {}
     for name in awloss.available("weighting"):
-        for variant in ("outside", "inside", "nosync"):
-            if variant == "nosync" and not distributed:
+        for variant in ("outside", "inside", "rankseed", "nosync"):
+            if variant in ("nosync", "rankseed") and not distributed:
                 continue
             try:
                 results[(name, variant)] = run(name, variant, rank, world, distributed)

@@ -26,6 +26,15 @@ def _helpers():
 
 H = _helpers()
 NAMES = awloss.available("weighting")
+# Loss-level methods that cannot be one graph, and why (strict: the test fails once they compile).
+GRAPH_BREAKS = {
+    "gradnorm": "calls torch.autograd.grad in forward (dynamo's trace_autograd_ops is off by default)",
+    "rlw": "samples from a private torch.Generator, which dynamo cannot put in a graph",
+}
+FULLGRAPH = [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=GRAPH_BREAKS[n])) if n in GRAPH_BREAKS else n
+    for n in NAMES
+]
 
 
 @pytest.fixture(autouse=True)
@@ -35,10 +44,11 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FULLGRAPH)
 def test_weighting_compiles_fullgraph(name):
     """fullgraph=True raises on any graph break; the compiled call matches eager in value, grad and weights."""
     eager, compiled_w = H.make_weighting(name), H.make_weighting(name)
+    eager.train(), compiled_w.train()
     compiled_w.load_state_dict(eager.state_dict())
     compiled = torch.compile(compiled_w, fullgraph=True, backend="aot_eager")
     for values in ([1.0, 2.0, 3.0], [0.5, 4.0, 0.25]):
@@ -54,7 +64,7 @@ def test_weighting_compiles_fullgraph(name):
             torch.testing.assert_close(pc.grad, pe.grad)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FULLGRAPH)
 def test_whole_loss_compiles_fullgraph(name):
     """Model forward, task losses and weighting in one graph."""
     model, w, opt = H.build(name, dtype=torch.float32)

@@ -43,7 +43,7 @@ class LitMTL(MultiTaskMixin, L.LightningModule):
     def __init__(self, method: str = "uw", explicit_groups: bool = False):
         super().__init__()
         self.net = H.TinyMTL()
-        self.weighting = H.make_weighting(method)
+        self.weighting = H.make_weighting(method, model=self.net)
         self.explicit_groups = explicit_groups
 
     def task_losses(self, batch, batch_idx):

@@ -40,6 +40,7 @@ __all__ = [
     "all_reduce_mean",
     "sync_losses",
     "broadcast_module",
+    "broadcast_state",
     "check_synchronized",
 ]
 
@@ -121,10 +122,33 @@ def _should_sync(weighting: nn.Module) -> bool:
 
 
 def maybe_sync(weighting: nn.Module, losses: Tensor) -> Tensor:
-    """Hook called by :class:`~awloss.weighting.Weighting` on every call (see the module docstring)."""
-    if _should_sync(weighting):
-        return sync_losses(losses, getattr(weighting, "process_group", None))
-    return losses
+    """Hook called by :class:`~awloss.weighting.Weighting` on every call (see the module docstring).
+
+    On the first synced call it also copies the weighting's ``state_dict()`` from the group's first rank
+    to the others (as DDP does for the modules it wraps), so that a random initialisation or a private
+    random generator (RLW) starts out the same on every rank.
+    """
+    if not _should_sync(weighting):
+        return losses
+    group = getattr(weighting, "process_group", None)
+    if not getattr(weighting, "_awloss_state_broadcast", False):
+        broadcast_state(weighting, group=group)
+        weighting._awloss_state_broadcast = True
+    return sync_losses(losses, group)
+
+
+def sync_update_losses(weighting: nn.Module, losses: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The arguments of a weighting's ``update(*losses)``, averaged over the ranks when it syncs.
+
+    ``update`` runs after ``optimizer.step()``, usually under ``torch.no_grad()``; it syncs whenever the
+    weighting is in training mode (or ``sync=True``) and ``sync`` is not ``False``.
+    """
+    group = getattr(weighting, "process_group", None)
+    sync = getattr(weighting, "sync", "auto")
+    if sync is False or not is_distributed(group) or (sync == "auto" and not weighting.training):
+        return losses
+    vec = weighting._loss_vector(losses, sync=False)  # type: ignore[operator]
+    return (all_reduce_mean(vec, group),)
 
 
 def broadcast_module(module: nn.Module, src: int = 0, group: Any = None) -> None:
@@ -139,6 +163,25 @@ def broadcast_module(module: nn.Module, src: int = 0, group: Any = None) -> None
     with torch.no_grad():
         for t in [*module.parameters(), *module.buffers()]:
             dist.broadcast(t.data, src=src, group=group)
+
+
+def broadcast_state(module: nn.Module, src: int = 0, group: Any = None) -> None:
+    """Copy ``module.state_dict()`` from rank ``src`` of ``group`` to every rank and load it (a collective).
+
+    Unlike :func:`broadcast_module` this goes through ``load_state_dict``, so state kept outside tensors
+    but restored from the state dict (e.g. a private ``torch.Generator``) follows too.
+    """
+    if not is_distributed(group):
+        return
+    dist = _dist()
+    src = dist.get_global_rank(group, src) if group is not None else src
+    state = module.state_dict()
+    with torch.no_grad():
+        for key in state:
+            t = state[key].detach().clone().contiguous()
+            dist.broadcast(t, src=src, group=group)
+            state[key] = t
+    module.load_state_dict(state)
 
 
 def check_synchronized(module: nn.Module, group: Any = None) -> bool:

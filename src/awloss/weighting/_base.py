@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .._inputs import as_loss_vector, check_int
-from ..integrations.distributed import maybe_sync
+from ..integrations.distributed import maybe_sync, sync_update_losses
 
 __all__ = ["Weighting"]
 
@@ -72,6 +73,18 @@ class Weighting(nn.Module):
         self._snapshot: tuple[Tensor, Tensor] | None = None
         self._warned_stale = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        update = cls.__dict__.get("update")
+        if update is not None and not getattr(update, "_awloss_synced", False):
+            # Under DDP, `update(new_losses)` sees the losses averaged over the ranks, like `__call__`.
+            @functools.wraps(update)
+            def synced_update(self: Weighting, *losses: Any) -> Any:
+                return update(self, *sync_update_losses(self, losses))
+
+            synced_update._awloss_synced = True  # type: ignore[attr-defined]
+            cls.update = synced_update  # type: ignore[method-assign]
+
     # ------------------------------------------------------------------ call
     def __call__(self, *losses: Any) -> Tensor:  # type: ignore[override]
         """Weigh ``losses`` (varargs, a sequence, a 1-D tensor or a mapping) into one scalar."""
@@ -81,11 +94,10 @@ class Weighting(nn.Module):
             self._watch_parameters(vec)
         return out
 
-    def _loss_vector(self, losses: tuple[Any, ...]) -> Tensor:
+    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
         """Normalise and check the call's arguments into ``Tensor[T]``, averaged over the ranks under DDP.
 
-        :meth:`update` implementations should read their losses through this too, so that every rank
-        updates its state from the same values.
+        (``update(*losses)`` of a subclass receives losses already averaged over the ranks.)
         """
         vec, names = as_loss_vector(
             losses, num_tasks=self.num_tasks, task_names=self._task_names, device=self._device()
@@ -95,7 +107,7 @@ class Weighting(nn.Module):
         self._check_device(vec)
         if self.check_finite and not torch.compiler.is_compiling():
             self._check_values(vec)
-        return maybe_sync(self, vec)
+        return maybe_sync(self, vec) if sync else vec
 
     def forward(self, losses: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Return the scalar objective for ``losses`` (``Tensor[T]``); call ``self._set_weights``."""
