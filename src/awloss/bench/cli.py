@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
         print(list_everything())
         return 0
     ds_cls = get_dataset(args.dataset)
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     config: dict[str, Any] = dict(ds_cls.defaults)
     if args.quick:
         config.update(ds_cls.quick)
@@ -284,7 +285,8 @@ def run(args: argparse.Namespace) -> int:
                    "methods": [{"name": s.label, "kind": s.kind, "class": s.cls.__name__ if s.cls else None,
                                 "kwargs": s.kwargs} for s in specs],
                    "argv": sys.argv[1:], "quick": args.quick, "threads": torch.get_num_threads(),
-                   "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None},
+                   "load_average_start": load_start,
+                   "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
         "versions": versions(), "dataset_info": data.info,
         "metrics": [vars(m) for m in metrics], "tasks": tasks,
         "summary": summary, "runs": runs, "stl_runs": stl_runs, "skipped": skipped, "failed": failed,
