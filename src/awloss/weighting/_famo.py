@@ -92,7 +92,11 @@ class FAMO(Weighting):
         self.lr = check_positive("lr", lr)
         self.gamma = check_positive("gamma", gamma, strict=False)
         self.eps = check_positive("eps", eps)
-        self.register_buffer("min_losses", as_weight_vector("min_losses", min_losses, T))
+        b = as_weight_vector("min_losses", min_losses, T)
+        self.register_buffer("min_losses", b, persistent=False)  # constructor argument, not state
+        self.register_buffer("shift", b - self.eps, persistent=False)
+        self._zero_min = bool((b == 0).all())
+        self.requires_nonnegative = self._zero_min  # then the base's fast check covers L >= b
         for name in ("logits", "exp_avg", "exp_avg_sq", "prev_losses"):
             self.register_buffer(name, torch.zeros(T))
         self.register_buffer("adam_step", torch.zeros(()))
@@ -104,6 +108,8 @@ class FAMO(Weighting):
 
     def _check_values(self, vec: Tensor) -> None:
         super()._check_values(vec)
+        if self._zero_min:
+            return
         below = vec.detach() < self.min_losses.to(vec.dtype)
         if bool(below.any()):
             i = int(below.nonzero()[0, 0])
@@ -123,13 +129,14 @@ class FAMO(Weighting):
         dtype = torch.promote_types(losses.dtype, self.logits.dtype)
         losses = losses.to(dtype)
         z = torch.softmax(self.logits.to(dtype), dim=0)
-        gap = losses - self.min_losses.to(dtype) + self.eps
-        c = (z / gap.detach()).sum()
-        self._set_weights(z / (c * gap.detach()))
+        gap = losses - self.shift.to(dtype)  # L - b + eps
+        zg = z / gap.detach()
+        c = zg.sum()
+        self._set_weights(zg / c)
         if self.training:
             self.prev_losses.copy_(losses.detach())
             self.has_prev.fill_(True)
-        return (z * torch.log(gap)).sum() / c
+        return torch.dot(z, torch.log(gap)) / c
 
     @torch.no_grad()
     def update(self, *losses: Any) -> None:
