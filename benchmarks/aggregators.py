@@ -100,11 +100,11 @@ def cases(name: str, T: int, width: int, batch: int, tja) -> dict:
     return out
 
 
-def time_case(fn, steps: int) -> float:
-    start = time.perf_counter()
+def time_case(fn, steps: int, clock=time.perf_counter) -> float:
+    start = clock()
     for _ in range(steps):
         fn()
-    return (time.perf_counter() - start) / steps
+    return (clock() - start) / steps
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-torchjd", action="store_true", help="skip the TorchJD column")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall (perf_counter) or this process's CPU time (steadier on a loaded machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     tja = None
@@ -126,8 +128,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         except ImportError:
             print("torchjd not installed (pip install 'awloss[test]'): TorchJD column skipped")
     methods = args.methods or awloss.available("aggregator")
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(f"torch {torch.__version__}, {args.threads} thread(s), MLP 64-{args.width}-{args.width} + T x Linear"
-          f"({args.width},1), batch {args.batch}, medians of {args.rounds} rounds x {args.steps} steps")
+          f"({args.width},1), batch {args.batch}, medians of {args.rounds} rounds x {args.steps} steps, {args.clock} clock")
     head = (f"{'method':<12}{'T':>3}{'sum ms':>9}{'floor ms':>10}{'ours ms':>9}{'/floor':>8}{'rep ms':>8}"
             f"{'/floor':>8}{'torchjd ms':>12}{'jd/ours':>9}")
     print(head)
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             times: dict[str, list[float]] = {k: [] for k in fns}
             for _ in range(args.rounds):
                 for k, fn in fns.items():
-                    times[k].append(time_case(fn, args.steps))
+                    times[k].append(time_case(fn, args.steps, clock))
             med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
             row = {"method": name, "tasks": T, **{f"{k}_ms": v for k, v in med.items()}}
             row["ours_over_floor"] = med["ours"] / med["floor"]

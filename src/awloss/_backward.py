@@ -97,6 +97,54 @@ def _per_task_grads(
     return [b if s else None for b, s in zip(bufs, seen)], heads
 
 
+def _loop_backward(items: list[Tensor], shared: list[Tensor], retain: bool, cache: dict) -> list[Tensor | None]:
+    """One full ``backward`` per task; shared gradients are intercepted, every other leaf accumulates ``∇ΣLᵢ``.
+
+    A post-accumulate hook on each shared parameter takes its fresh ``.grad`` (task ``t``'s gradient,
+    usually stolen by autograd without a copy) and clears it, so the next task starts from ``None``. The
+    task heads are found by no graph traversal: they simply accumulate as in ``Tensor.backward``. The
+    per-task gradients are stacked into buffers reused across calls.
+    """
+    T = len(items)
+    saved = [p.grad for p in shared]
+    rows: list[list[Tensor | None]] = [[None] * T for _ in shared]
+    current = [0]
+
+    def make_hook(k: int):  # type: ignore[no-untyped-def]
+        def hook(p: Tensor) -> None:
+            rows[k][current[0]] = p.grad
+            p.grad = None
+
+        return hook
+
+    handles = []
+    try:
+        for k, p in enumerate(shared):
+            p.grad = None
+            handles.append(p.register_post_accumulate_grad_hook(make_hook(k)))
+        for t, loss in enumerate(items):
+            current[0] = t
+            torch.autograd.backward(loss, retain_graph=retain or t < T - 1)
+    finally:
+        for h in handles:
+            h.remove()
+        for p, g in zip(shared, saved):
+            p.grad = g
+    key = tuple((tuple(p.shape), p.dtype, p.device) for p in shared) + (T,)
+    bufs = cache.get(key)
+    if bufs is None:
+        cache.clear()
+        bufs = cache[key] = [torch.empty((T, *p.shape), dtype=p.dtype, device=p.device) for p in shared]
+    out: list[Tensor | None] = []
+    for p, r, buf in zip(shared, rows, bufs):
+        if all(g is None for g in r):
+            out.append(None)
+            continue
+        torch.stack([torch.zeros_like(p) if g is None else g for g in r], out=buf)
+        out.append(buf)
+    return out
+
+
 def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Tensor]:
     """Aggregate the per-input blocks ``[T, *shape]``; return the update of each block."""
     flat = [b.reshape(T, -1) for b in blocks]
@@ -216,13 +264,23 @@ def backward(
         if not isinstance(representation, Tensor) or not representation.requires_grad:
             raise ValueError("Argument `representation` must be a tensor that requires grad (a shared feature).")
         exclude.add(id(representation))
-    if task_params is None:
+    cache = aggregator.__dict__.setdefault("_jacobian_cache", {})
+    heads: list[Tensor] = []
+    if task_params is not None:
+        heads = [p for p in _as_params(task_params, "task_params") if id(p) not in exclude]
+    elif representation is not None or method != "loop":
         stop = representation.grad_fn if representation is not None else None
         heads = _leaves(items, stop, exclude)
-    else:
-        heads = [p for p in _as_params(task_params, "task_params") if id(p) not in exclude]
-    cache = aggregator.__dict__.setdefault("_jacobian_cache", {})
 
+    if representation is None and method == "loop" and task_params is None:
+        blocks = _loop_backward(items, shared, retain_graph, cache)  # heads accumulate ∇ΣLᵢ by themselves
+        used = [(p, b) for p, b in zip(shared, blocks) if b is not None]
+        if not used:
+            raise ValueError("No parameter in `shared_params` is used by the losses.")
+        updates = _aggregate(aggregator, [b for _, b in used], T)
+        for (p, _), u in zip(used, updates):
+            _accumulate(p, u)
+        return aggregator._weights
     if representation is None:
         blocks, head_grads = _per_task_grads(items, shared, heads, retain_graph, method, cache)
         used = [(p, b) for p, b in zip(shared, blocks) if b is not None]
