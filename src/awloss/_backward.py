@@ -97,22 +97,37 @@ def _per_task_grads(
     return [b if s else None for b, s in zip(bufs, seen)], heads
 
 
-def _loop_backward(items: list[Tensor], shared: list[Tensor], retain: bool, cache: dict) -> list[Tensor | None]:
+def _loop_backward(items: list[Tensor], shared: list[Tensor], retain: bool, cache: dict) -> tuple[Tensor, list[bool]]:
     """One full ``backward`` per task; shared gradients are intercepted, every other leaf accumulates ``∇ΣLᵢ``.
 
-    A post-accumulate hook on each shared parameter takes its fresh ``.grad`` (task ``t``'s gradient,
-    usually stolen by autograd without a copy) and clears it, so the next task starts from ``None``. The
-    task heads are found by no graph traversal: they simply accumulate as in ``Tensor.backward``. The
-    per-task gradients are stacked into buffers reused across calls.
+    A post-accumulate hook on each shared parameter copies its fresh ``.grad`` (task ``t``'s gradient,
+    still hot in cache) into row ``t`` of one flat ``[T, n]`` buffer kept between calls, and clears it,
+    so the next task starts from ``None``. The task heads need no graph traversal: they accumulate as in
+    ``Tensor.backward``. Returns the buffer and which parameters received a gradient.
     """
     T = len(items)
+    key = tuple((tuple(p.shape), p.dtype, p.device) for p in shared) + (T,)
+    entry = cache.get(key)
+    if entry is None:
+        cache.clear()
+        dtype = shared[0].dtype
+        for p in shared[1:]:
+            dtype = torch.promote_types(dtype, p.dtype)
+        flat = torch.empty(T, sum(p.numel() for p in shared), dtype=dtype, device=shared[0].device)
+        views, off = [], 0
+        for p in shared:
+            views.append(flat[:, off : off + p.numel()])
+            off += p.numel()
+        entry = cache[key] = (flat, views)
+    flat, views = entry
+    written = [[False] * T for _ in shared]
     saved = [p.grad for p in shared]
-    rows: list[list[Tensor | None]] = [[None] * T for _ in shared]
     current = [0]
 
     def make_hook(k: int):  # type: ignore[no-untyped-def]
         def hook(p: Tensor) -> None:
-            rows[k][current[0]] = p.grad
+            views[k][current[0]].copy_(p.grad.reshape(-1))
+            written[k][current[0]] = True
             p.grad = None
 
         return hook
@@ -130,19 +145,12 @@ def _loop_backward(items: list[Tensor], shared: list[Tensor], retain: bool, cach
             h.remove()
         for p, g in zip(shared, saved):
             p.grad = g
-    key = tuple((tuple(p.shape), p.dtype, p.device) for p in shared) + (T,)
-    bufs = cache.get(key)
-    if bufs is None:
-        cache.clear()
-        bufs = cache[key] = [torch.empty((T, *p.shape), dtype=p.dtype, device=p.device) for p in shared]
-    out: list[Tensor | None] = []
-    for p, r, buf in zip(shared, rows, bufs):
-        if all(g is None for g in r):
-            out.append(None)
-            continue
-        torch.stack([torch.zeros_like(p) if g is None else g for g in r], out=buf)
-        out.append(buf)
-    return out
+    used = [any(w) for w in written]
+    for k, w in enumerate(written):
+        for t in range(T):
+            if not w[t]:
+                views[k][t].zero_()
+    return flat, used
 
 
 def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Tensor]:
@@ -273,13 +281,15 @@ def backward(
         heads = _leaves(items, stop, exclude)
 
     if representation is None and method == "loop" and task_params is None:
-        blocks = _loop_backward(items, shared, retain_graph, cache)  # heads accumulate ∇ΣLᵢ by themselves
-        used = [(p, b) for p, b in zip(shared, blocks) if b is not None]
-        if not used:
+        flat, used = _loop_backward(items, shared, retain_graph, cache)  # heads accumulate ∇ΣLᵢ themselves
+        if not any(used):
             raise ValueError("No parameter in `shared_params` is used by the losses.")
-        updates = _aggregate(aggregator, [b for _, b in used], T)
-        for (p, _), u in zip(used, updates):
-            _accumulate(p, u)
+        (update,) = _aggregate(aggregator, [flat], T)
+        off = 0
+        for p, u in zip(shared, used):
+            if u:
+                _accumulate(p, update[off : off + p.numel()].view(p.shape))
+            off += p.numel()
         return aggregator._weights
     if representation is None:
         blocks, head_grads = _per_task_grads(items, shared, heads, retain_graph, method, cache)
