@@ -11,6 +11,7 @@ Quick start:
 
 from ._registry import available, get, get_class, register
 from .weighting import AutomaticWeightedLoss, UncertaintyWeighting, Weighting
+from .weighting import DWA, FAMO, IMTLL, RLW, STCH, UWSO, Constant, GeometricMean, GradNorm, Mean, ScaleInvariant, Sum
 from . import aggregation
 from ._backward import backward
 from .aggregation import (
@@ -43,6 +44,18 @@ __all__ = [
     "Weighting",
     "UncertaintyWeighting",
     "AutomaticWeightedLoss",
+    "Sum",
+    "Mean",
+    "Constant",
+    "ScaleInvariant",
+    "GeometricMean",
+    "DWA",
+    "RLW",
+    "IMTLL",
+    "UWSO",
+    "FAMO",
+    "GradNorm",
+    "STCH",
     "aggregation",
     "backward",
     "Aggregator",
