@@ -241,3 +241,104 @@ def rewrite_reference_fences(markdown: str) -> str:
         return f'{m.group(1)}```python title="{title} (reference, not executed)"'
 
     return re.sub(r'^(\s*)```py-ref(?:\s+title="([^"]*)")?\s*$', repl, markdown, flags=re.M)
+
+
+README = ROOT / "README.md"
+
+
+def readme_section(heading: str, demote: int = 1) -> str | None:
+    """The ``## heading`` section of README.md (without its heading), sub-headings demoted; None if absent.
+
+    Relative links into the repository (not pages of this site) become code spans, so ``--strict`` does
+    not flag them.
+    """
+    text = README.read_text(encoding="utf-8") if README.exists() else ""
+    m = re.search(rf"^## {re.escape(heading)}\s*$(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    if not m:
+        return None
+    body = m.group(1).strip("\n")
+    if demote:
+        body = re.sub(r"^(#{3,6}) ", lambda h: "#" * (len(h.group(1)) - demote) + " ", body, flags=re.M)
+    body = re.sub(r"\[([^\]]+)\]\((?!https?://|#)([^)]+)\)", r"\1 (`\2`)", body)
+    return body
+
+
+def api_if_importable(path: str) -> str:
+    """A mkdocstrings directive for ``path`` if that module/object imports, else an empty string."""
+    import importlib
+
+    module, _, attr = path, "", ""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        module, _, attr = path.rpartition(".")
+        try:
+            if not hasattr(importlib.import_module(module), attr):
+                return ""
+        except ImportError:
+            return ""
+    return f"::: {path}\n"
+
+
+def expand_placeholders(markdown: str, page_uri: str = "") -> str:
+    """Fill every ``<!-- awloss:... -->`` placeholder of a page (see hooks.py)."""
+    prefix = "../" * page_uri.count("/")
+    markdown = re.sub(
+        r"<!--\s*awloss:methods-table\s+(\w+)\s*-->", lambda m: choosing_table(m.group(1), prefix), markdown
+    )
+    markdown = markdown.replace("<!-- awloss:cost-note -->", cost_note())
+
+    def section(m: re.Match[str]) -> str:
+        body = readme_section(m.group(1).strip())
+        return body if body is not None else f"*(The README has no “{m.group(1).strip()}” section yet.)*"
+
+    markdown = re.sub(r"<!--\s*awloss:readme-section\s+(.+?)\s*-->", section, markdown)
+    markdown = markdown.replace("<!-- awloss:bench-results -->", bench_results(page_uri))
+    markdown = markdown.replace("<!-- awloss:libmtl-map -->", libmtl_map(page_uri))
+    markdown = re.sub(r"<!--\s*awloss:api\s+([\w.]+)\s*-->", lambda m: api_if_importable(m.group(1)), markdown)
+    return rewrite_reference_fences(markdown)
+
+
+BENCH = ROOT / "docs" / "assets" / "bench"
+
+
+def bench_results(page_uri: str = "") -> str:
+    """The committed ``awloss bench`` results (docs/assets/bench/<run>/{summary.md,*.png}), newest first."""
+    prefix = "../" * page_uri.count("/")
+    runs = sorted((p for p in BENCH.glob("*") if p.is_dir()), reverse=True) if BENCH.exists() else []
+    if not runs:
+        return "*No `awloss bench` results are committed yet.*"
+    out = []
+    for run in runs:
+        summary = run / "summary.md"
+        out.append(summary.read_text(encoding="utf-8").strip() if summary.exists() else f"### {run.name}")
+        for png, alt in (("delta_m.png", "Δm% per method"), ("weights.png", "task weights over training"),
+                         ("curves.png", "validation metrics over training")):
+            if (run / png).exists():
+                out.append(f"![{alt}]({prefix}assets/bench/{run.name}/{png})")
+    return "\n\n".join(out)
+
+
+# LibMTL weighting class -> awloss registry names (None: not implemented here).
+LIBMTL = {
+    "EW": ["sum"], "UW": ["uw"], "GradNorm": ["gradnorm"], "MGDA": ["mgda"], "DWA": ["dwa"], "GLS": ["gls"],
+    "GradDrop": ["graddrop"], "PCGrad": ["pcgrad"], "GradVac": ["gradvac"], "IMTL": ["imtl_l", "imtl_g"],
+    "CAGrad": ["cagrad"], "Nash_MTL": ["nash_mtl"], "RLW": ["rlw"], "Aligned_MTL": ["aligned_mtl"],
+    "DB_MTL": ["dbmtl"], "STCH": ["stch"], "FAMO": ["famo"], "UPGrad": ["upgrad"], "MoCo": None,
+    "ExcessMTL": None, "FairGrad": None, "MoDo": None, "SDMGrad": None,
+}
+
+
+def libmtl_map(page_uri: str = "") -> str:
+    import awloss
+
+    prefix = "../" * page_uri.count("/")
+    have = set(awloss.available())
+    rows = ["| LibMTL `weighting=` | awloss |", "|---|---|"]
+    for lib, ours in LIBMTL.items():
+        if not ours or not set(ours) & have:
+            cell = "not in awloss (yet)"
+        else:
+            cell = " + ".join(f"[`{n}`]({prefix}methods/{n}.md)" if n in have else f"`{n}` (not yet)" for n in ours)
+        rows.append(f"| `{lib}` | {cell} |")
+    return "\n".join(rows)

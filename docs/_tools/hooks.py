@@ -3,14 +3,14 @@
 - ``on_config``: puts ``src/`` on ``sys.path`` (the build documents this checkout) and appends one nav
   section per level listing every registered method;
 - ``on_files``: adds a generated page ``methods/<name>.md`` per registered method;
-- ``on_page_markdown``: fills ``<!-- awloss:methods-table KIND -->`` and ``<!-- awloss:cost-note -->``
-  placeholders, and turns ```` ```py-ref ```` fences (foreign-library code, not executed by the tests)
-  into titled Python blocks.
+- ``on_page_markdown``: fills the ``<!-- awloss:... -->`` placeholders (``methods-table KIND``,
+  ``cost-note``, ``readme-section HEADING``, ``api DOTTED.PATH``; see ``gen.expand_placeholders``) and
+  turns ```` ```py-ref ```` fences (foreign-library code, not executed by the tests) into titled
+  Python blocks.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -38,10 +38,4 @@ def on_files(files, config, **kwargs):
 
 
 def on_page_markdown(markdown, page, config, files, **kwargs):
-    def table(match: re.Match) -> str:
-        prefix = "../" * page.file.src_uri.count("/")
-        return gen.choosing_table(match.group(1), page_prefix=prefix)
-
-    markdown = re.sub(r"<!--\s*awloss:methods-table\s+(\w+)\s*-->", table, markdown)
-    markdown = markdown.replace("<!-- awloss:cost-note -->", gen.cost_note())
-    return gen.rewrite_reference_fences(markdown)
+    return gen.expand_placeholders(markdown, page.file.src_uri)
