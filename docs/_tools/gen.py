@@ -164,16 +164,15 @@ def choosing_table(kind: str, page_prefix: str = "") -> str:
     """The Markdown table of the methods of one ``kind``, linking each to its page."""
     costs = load_costs()
     rows = [
-        "| method | `get(...)` name | learnable | stateful | step cost, T = 2 / 10 | paper | when it helps |",
-        "|---|---|:-:|:-:|:-:|---|---|",
+        "| method | learnable | stateful | step cost<br>T = 2 / 10 | paper | when it helps |",
+        "|---|:-:|:-:|:-:|---|---|",
     ]
     for m in methods(kind):
         paper = f"[{m.paper}]({m.url})" if m.url else m.paper
-        link = f"[{m.cls.__name__}]({page_prefix}{m.page})"
+        link = f"[`{m.name}`]({page_prefix}{m.page})<br><small>{m.cls.__name__}</small>"
         when = m.when.replace("|", "\\|").replace("\n", " ")
         rows.append(
-            f"| {link} | `{m.name}` | {_yes(m.learnable)} | {_yes(m.stateful)} | {_cost(costs, m.name)} "
-            f"| {paper} | {when} |"
+            f"| {link} | {_yes(m.learnable)} | {_yes(m.stateful)} | {_cost(costs, m.name)} | {paper} | {when} |"
         )
     if len(rows) == 2:
         return "*No method of this level is registered yet.*"
@@ -183,10 +182,10 @@ def choosing_table(kind: str, page_prefix: str = "") -> str:
 def cost_note() -> str:
     meta = load_costs().get("meta", {})
     if not meta:
-        return "Step costs have not been measured yet: run `python docs/scripts/measure_costs.py`."
+        return "not measured yet: run `PYTHONPATH=src python docs/scripts/measure_costs.py`."
     return (
-        f"Step cost = time of one training step with the method / time with a plain `sum(losses).backward()`, "
-        f"same run ({meta.get('setup', '')}; torch {meta.get('torch', '?')}, {meta.get('threads', 1)} thread, "
+        f"the time of one training step with the method divided by the time with a plain "
+        f"`sum(losses).backward()`, measured in the same run ({meta.get('setup', '')}; torch {meta.get('torch', '?')}, {meta.get('threads', 1)} thread, "
         f"{meta.get('date', '')}). {meta.get('note', '')}"
     ).strip()
 
@@ -197,26 +196,27 @@ def method_page(m: Method) -> str:
     aliases = ", ".join(f"`{a}`" for a in m.aliases) or "–"
     paper = f"[{m.paper}]({m.url})" if m.url else (m.paper or "–")
     costs = load_costs()
+    learn = " — give `param_groups(lr=...)` to your optimizer" if m.learnable else ""
+    state = " — kept in `state_dict()`, cleared by `reset()`" if m.stateful else ""
     lines = [
         f"# {m.cls.__name__}",
         "",
-        f"*{m.summary}*" if m.summary else "",
+        '!!! abstract "At a glance"',
         "",
-        "| | |",
-        "|---|---|",
-        f"| build by name | `awloss.get(\"{m.name}\", ...)`; aliases {aliases} |",
-        f"| level | {level} |",
-        f"| learnable | {_yes(m.learnable)}" + (" — pass `param_groups(lr=...)` to your optimizer |" if m.learnable else " |"),
-        f"| stateful | {_yes(m.stateful)}" + (" — its state is in `state_dict()` |" if m.stateful else " |"),
-        f"| step cost vs. plain sum, T = 2 / 10 | {_cost(costs, m.name)} |",
-        f"| paper | {paper} |",
-        f"| when it helps | {m.when} |",
+        f"    - **build by name:** `awloss.get(\"{m.name}\", ...)`; aliases {aliases}",
+        f"    - **level:** {level}",
+        f"    - **learnable:** {_yes(m.learnable)}{learn}",
+        f"    - **stateful:** {_yes(m.stateful)}{state}",
+        f"    - **step cost** vs. a plain sum, T = 2 / 10: {_cost(costs, m.name)}",
+        f"    - **paper:** {paper}",
+        f"    - **when it helps:** {m.when}",
         "",
-        "See [Choosing a method](../choosing.md) to compare it with the others.",
+        "    Compare it with the others in [Choosing a method](../choosing.md).",
         "",
         f"::: {m.path}",
         "    options:",
-        "      show_root_heading: false",
+        "      show_root_heading: true",
+        "      show_root_toc_entry: false",
         "      heading_level: 2",
         "",
     ]
