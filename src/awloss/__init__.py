@@ -11,6 +11,7 @@ Quick start:
 
 from ._registry import available, get, get_class, register
 from .weighting import AutomaticWeightedLoss, UncertaintyWeighting, Weighting
+from .weighting import DWA, FAMO, IMTLL, RLW, STCH, UWSO, Constant, GeometricMean, GradNorm, Mean, ScaleInvariant, Sum
 
 __version__ = "0.1.0"
 
@@ -23,4 +24,16 @@ __all__ = [
     "Weighting",
     "UncertaintyWeighting",
     "AutomaticWeightedLoss",
+    "Sum",
+    "Mean",
+    "Constant",
+    "ScaleInvariant",
+    "GeometricMean",
+    "DWA",
+    "RLW",
+    "IMTLL",
+    "UWSO",
+    "FAMO",
+    "GradNorm",
+    "STCH",
 ]
