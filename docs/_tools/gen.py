@@ -48,10 +48,12 @@ NOTES: dict[str, tuple[str, str, str]] = {
     "imtl_l": ("Liu et al., ICLR 2021", "https://openreview.net/forum?id=IMPnRXEWpvr",
                "Learned scales that equalise the scaled losses; scale invariant, like `si`."),
     "uwso": ("Kirchdorfer et al., GCPR 2024", "https://arxiv.org/abs/2408.07985",
-             "Uncertainty weighting without its inertia: analytic weights from the current losses."),
+             "Uncertainty weighting without its inertia: the analytic optimum 1/L from the current losses, "
+             "softened by a tempered softmax."),
     "famo": ("Liu et al., NeurIPS 2023", "https://arxiv.org/abs/2306.03792",
-             "Balances the rates at which the losses decrease at loss-level cost (one extra "
-             "`update()` per step); close to the best gradient-level methods (CelebA Δm 4.72, QM9 58.5)."),
+             "Balances the rates at which the losses fall at loss-level cost (plus a forward pass to "
+             "recompute the losses for `update()`); close to the best gradient-level methods (CelebA Δm 4.72, "
+             "QM9 58.5)."),
     "gradnorm": ("Chen et al., ICML 2018", "https://arxiv.org/abs/1711.02257",
                  "Balances gradient norms of the last shared layer; needs that layer, costs one extra "
                  "gradient per task on it."),
@@ -108,6 +110,12 @@ class Method:
         return f"methods/{self.name}.md"
 
 
+def _plain(text: str) -> str:
+    """reST roles of a docstring line -> Markdown (``:math:`x``` -> ``$x$``, other roles -> code)."""
+    text = re.sub(r":math:`([^`]+)`", r"$\1$", text)
+    return re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text)
+
+
 def _first_reference(doc: str) -> tuple[str, str]:
     m = re.search(r"References:\s*\n(.*?)(?:\n\s*\n|\Z)", doc, flags=re.S)
     if not m:
@@ -122,7 +130,8 @@ def methods(kind: str | None = None) -> list[Method]:
     import awloss
 
     out = []
-    for name in awloss.available(kind):
+    order = {n: i for i, n in enumerate(NOTES)}  # baselines first, then roughly by family
+    for name in sorted(awloss.available(kind), key=lambda n: (order.get(n, len(order)), n)):
         cls = awloss.get_class(name)
         doc = cls.__doc__ or ""
         public = getattr(awloss, cls.__name__, None) is cls
@@ -130,7 +139,7 @@ def methods(kind: str | None = None) -> list[Method]:
         paper, url, when = NOTES.get(name, ("", "", ""))
         ref_paper, ref_url = _first_reference(doc)
         paper, url = paper or ref_paper, ref_url or url  # the docstring's own link wins
-        summary = doc.strip().splitlines()[0].strip() if doc.strip() else ""
+        summary = _plain(doc.strip().splitlines()[0].strip()) if doc.strip() else ""
         out.append(
             Method(
                 name=name, cls=cls, kind=getattr(cls, "kind", "weighting"), path=path,

@@ -19,6 +19,12 @@ for p in (_HERE, _HERE.parents[1] / "src"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+# MkDocs restores sys.path after loading a hook, so import this checkout's awloss now (not an installed one).
+_SRC = str(_HERE.parents[1] / "src")
+for _name in [n for n in sys.modules if n == "awloss" or n.startswith("awloss.")]:
+    if not str(getattr(sys.modules[_name], "__file__", "") or "").startswith(_SRC):
+        del sys.modules[_name]
+import awloss  # noqa: E402, F401
 import gen  # noqa: E402
 from mkdocs.structure.files import File  # noqa: E402
 
