@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .._inputs import as_loss_vector, check_int
+from ..integrations.distributed import maybe_sync, sync_update_losses
 
 __all__ = ["Weighting"]
 
@@ -31,6 +33,10 @@ class Weighting(nn.Module):
     Set ``check_finite = False`` on an instance to skip the finiteness check, which costs one host
     synchronisation per call on an accelerator.
 
+    Under ``torch.distributed`` (DDP) the losses' values are averaged over the ranks before
+    :meth:`forward`, so every rank computes the same weights and state; see
+    :mod:`awloss.integrations.distributed` (attributes ``sync`` and ``process_group``).
+
     Args:
         num_tasks: number of tasks ``T >= 1``; ``None`` accepts any count (only for stateless methods).
         task_names: optional names of the tasks; they fix the order in which mappings are read.
@@ -45,6 +51,8 @@ class Weighting(nn.Module):
     permutation_equivariant: ClassVar[bool] = True
     stale_check_every: ClassVar[int] = 100
     check_finite: bool = True
+    sync: bool | str = "auto"
+    process_group: Any = None
 
     def __init__(self, num_tasks: int | None = None, *, task_names: Sequence[str] | None = None) -> None:
         super().__init__()
@@ -65,9 +73,32 @@ class Weighting(nn.Module):
         self._snapshot: tuple[Tensor, Tensor] | None = None
         self._warned_stale = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        update = cls.__dict__.get("update")
+        if update is not None and not getattr(update, "_awloss_synced", False):
+            # Under DDP, `update(new_losses)` sees the losses averaged over the ranks, like `__call__`.
+            @functools.wraps(update)
+            def synced_update(self: Weighting, *losses: Any) -> Any:
+                return update(self, *sync_update_losses(self, losses))
+
+            synced_update._awloss_synced = True  # type: ignore[attr-defined]
+            cls.update = synced_update  # type: ignore[method-assign]
+
     # ------------------------------------------------------------------ call
     def __call__(self, *losses: Any) -> Tensor:  # type: ignore[override]
         """Weigh ``losses`` (varargs, a sequence, a 1-D tensor or a mapping) into one scalar."""
+        vec = self._loss_vector(losses)
+        out = super().__call__(vec)
+        if self.learnable and self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            self._watch_parameters(vec)
+        return out
+
+    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
+        """Normalise and check the call's arguments into ``Tensor[T]``, averaged over the ranks under DDP.
+
+        (``update(*losses)`` of a subclass receives losses already averaged over the ranks.)
+        """
         vec, names = as_loss_vector(
             losses, num_tasks=self.num_tasks, task_names=self._task_names, device=self._device()
         )
@@ -76,10 +107,7 @@ class Weighting(nn.Module):
         self._check_device(vec)
         if self.check_finite and not torch.compiler.is_compiling():
             self._check_values(vec)
-        out = super().__call__(vec)
-        if self.learnable and self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            self._watch_parameters(vec)
-        return out
+        return maybe_sync(self, vec) if sync else vec
 
     def forward(self, losses: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Return the scalar objective for ``losses`` (``Tensor[T]``); call ``self._set_weights``."""

@@ -1,0 +1,210 @@
+"""Lightning integration (``pip install 'awloss[lightning]'``): a mixin for multi-task ``LightningModule``s.
+
+Put :class:`MultiTaskMixin` before ``LightningModule``, give the module a loss-level ``weighting`` (any
+:class:`~awloss.weighting.Weighting`) or a gradient-level ``aggregator``, and return the task losses
+from :meth:`~MultiTaskMixin.task_losses`::
+
+    class Model(MultiTaskMixin, L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = ...
+            self.weighting = awloss.UncertaintyWeighting(2, task_names=["seg", "depth"])
+
+        def task_losses(self, batch, batch_idx):
+            return {"seg": ..., "depth": ...}
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+What the mixin does:
+
+* ``training_step`` weighs the task losses and returns the scalar (automatic optimisation); with an
+  ``aggregator`` it switches to manual optimisation and calls ``awloss.backward`` with
+  :meth:`~MultiTaskMixin.shared_parameters`.
+* The optimizers returned by ``configure_optimizers`` get the weighting's parameters in their own group
+  (``lr = weighting_lr``, default 0.025, ``weight_decay = 0``): added if missing, split out of a group
+  shared with the network. A group holding only the weighting's parameters is left as the user made it.
+* Every step, ``weight/<task>`` (and ``sigma/<task>`` when the method has σ) are logged with
+  ``self.log`` (the logger writes them every ``Trainer(log_every_n_steps=…)`` steps).
+* Under ``strategy="ddp"`` the weighting syncs its losses across ranks by itself
+  (:mod:`awloss.integrations.distributed`), so every rank logs and learns the same weights.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..weighting._base import Weighting
+
+__all__ = ["MultiTaskMixin"]
+
+
+def _require_lightning() -> Any:
+    try:
+        import lightning.pytorch as pl
+    except ImportError:
+        try:
+            import pytorch_lightning as pl  # type: ignore[no-redef]
+        except ImportError as e:
+            raise ImportError(
+                "awloss.integrations.lightning needs Lightning; install with: pip install 'awloss[lightning]'"
+            ) from e
+    return pl
+
+
+def _optimizers(obj: Any) -> Iterator[torch.optim.Optimizer]:
+    """Every optimizer inside whatever ``configure_optimizers`` returned."""
+    if isinstance(obj, torch.optim.Optimizer):
+        yield obj
+    elif hasattr(obj, "optimizer") and isinstance(obj.optimizer, torch.optim.Optimizer):  # LightningOptimizer
+        yield obj.optimizer
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from _optimizers(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _optimizers(v)
+
+
+def _give_own_group(opt: torch.optim.Optimizer, params: list[nn.Parameter], lr: float) -> None:
+    """Put ``params`` in one group of their own in ``opt`` (``lr``, no weight decay), unless they already are."""
+    ids = {id(p) for p in params}
+    if not ids:
+        return
+    own = [g for g in opt.param_groups if g["params"] and all(id(p) in ids for p in g["params"])]
+    if {id(p) for g in own for p in g["params"]} == ids:
+        return  # the user gave them their own group(s): respect that
+    template: dict[str, Any] = {}
+    for group in opt.param_groups:
+        if any(id(p) in ids for p in group["params"]):
+            if any(opt.state.get(p) for p in group["params"] if id(p) in ids):
+                return  # already stepped (e.g. restored): leave the optimizer alone
+            template = {k: v for k, v in group.items() if k != "params"}
+            group["params"] = [p for p in group["params"] if id(p) not in ids]
+    opt.param_groups[:] = [g for g in opt.param_groups if g["params"]]
+    new = {**template, "params": list(params), "lr": lr, "weight_decay": 0.0}
+    if "initial_lr" in template:
+        new["initial_lr"] = lr
+    opt.add_param_group(new)
+
+
+class MultiTaskMixin:
+    """Mixin for a ``LightningModule`` whose tasks' losses are weighted by awloss (see the module docs).
+
+    Attributes:
+        weighting_lr: learning rate of the weighting's own parameter group. Default 0.025 (Nash-MTL's).
+        log_weights: log ``weight/<task>`` and ``sigma/<task>`` every step. Default ``True``.
+    """
+
+    weighting_lr: float = 0.025
+    log_weights: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _require_lightning()
+        user = cls.__dict__.get("configure_optimizers")
+        if user is not None and not getattr(user, "_awloss_wrapped", False):
+
+            @functools.wraps(user)
+            def configure_optimizers(self: MultiTaskMixin) -> Any:
+                out = user(self)
+                self._awloss_fix_optimizers(out)
+                return out
+
+            configure_optimizers._awloss_wrapped = True  # type: ignore[attr-defined]
+            cls.configure_optimizers = configure_optimizers  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------- user hooks
+    def task_losses(self, batch: Any, batch_idx: int) -> Mapping[str, Tensor] | Iterable[Tensor]:
+        """Return the per-task losses of ``batch``: a mapping of task names to scalars, or a sequence."""
+        raise NotImplementedError(f"{type(self).__name__} must define task_losses(batch, batch_idx).")
+
+    def shared_parameters(self) -> Iterable[nn.Parameter]:
+        """The parameters shared by all tasks (gradient-level aggregation only)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} uses an aggregator: define shared_parameters() returning the parameters "
+            "shared by all tasks (e.g. `return self.backbone.parameters()`)."
+        )
+
+    # ------------------------------------------------------------- plumbing
+    def _awloss_weighting(self) -> Weighting | None:
+        w = getattr(self, "weighting", None)
+        if isinstance(w, Weighting):
+            return w
+        for m in self.modules():  # type: ignore[attr-defined]
+            if isinstance(m, Weighting):
+                return m
+        return None
+
+    def _awloss_aggregator(self) -> Any:
+        return getattr(self, "aggregator", None)
+
+    @property
+    def automatic_optimization(self) -> bool:
+        if self._awloss_aggregator() is not None:
+            return False
+        return getattr(self, "_automatic_optimization", True)
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        self._automatic_optimization = value
+
+    def _awloss_fix_optimizers(self, configured: Any) -> None:
+        w = self._awloss_weighting()
+        if w is None:
+            return
+        params = [p for p in w.parameters() if p.requires_grad]
+        for opt in _optimizers(configured):
+            _give_own_group(opt, params, self.weighting_lr)
+
+    def weigh(self, losses: Any) -> Tensor:
+        """Weigh ``losses`` with the module's weighting and log the weights; returns the scalar to optimise."""
+        w = self._awloss_weighting()
+        if w is None:
+            raise AttributeError(
+                f"{type(self).__name__} has no awloss weighting: set e.g. "
+                "`self.weighting = awloss.UncertaintyWeighting(num_tasks)` in __init__."
+            )
+        total = w(losses)
+        self._awloss_log(w.weights, w.task_names, getattr(w, "sigma", None))
+        return total
+
+    def _awloss_log(self, weights: Tensor, names: Any, sigma: Any = None) -> None:
+        if not self.log_weights:
+            return
+        names = list(names) if names is not None else [str(i) for i in range(len(weights))]
+        for i, n in enumerate(names):
+            self.log(f"weight/{n}", weights[i].float(), on_step=True, on_epoch=False, batch_size=1)  # type: ignore[attr-defined]
+            if isinstance(sigma, Tensor):
+                self.log(f"sigma/{n}", sigma[i].float(), on_step=True, on_epoch=False, batch_size=1)  # type: ignore[attr-defined]
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        losses = self.task_losses(batch, batch_idx)
+        aggregator = self._awloss_aggregator()
+        if aggregator is None:
+            total = self.weigh(losses)
+            self.log("loss", total.detach(), on_step=True, on_epoch=False, batch_size=1)  # type: ignore[attr-defined]
+            return total
+        return self._awloss_manual_step(losses, aggregator)
+
+    def _awloss_manual_step(self, losses: Any, aggregator: Any) -> None:
+        import awloss
+
+        backward = getattr(awloss, "backward", None)
+        if backward is None:
+            raise RuntimeError("Gradient-level aggregation needs awloss.backward, which this awloss lacks.")
+        names = list(losses) if isinstance(losses, Mapping) else None
+        values = list(losses.values()) if isinstance(losses, Mapping) else list(losses)
+        opt = self.optimizers()  # type: ignore[attr-defined]
+        opt.zero_grad()
+        weights = backward(values, list(self.shared_parameters()), aggregator)
+        opt.step()
+        if weights is not None:
+            self._awloss_log(torch.as_tensor(weights).detach(), names)
+        self.log("loss", torch.stack([v.detach() for v in values]).sum(), on_step=True, on_epoch=False, batch_size=1)  # type: ignore[attr-defined]
+        return None

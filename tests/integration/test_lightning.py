@@ -1,0 +1,155 @@
+"""Lightning: MultiTaskMixin with Trainer(fast_dev_run=…) on CPU, param groups, per-step logging, DDP."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import awloss
+
+L = pytest.importorskip("lightning")
+from awloss.integrations.lightning import MultiTaskMixin  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def _helpers():
+    if "_awloss_engines_common" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("_awloss_engines_common", HERE / "_common.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["_awloss_engines_common"]
+
+
+H = _helpers()
+NAMES = awloss.available("weighting")
+TASKS = ["a", "b", "c"]
+
+
+def loader(n=32, batch=8):
+    x, y = H.make_batch(0, n, dtype=torch.float32)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch)
+
+
+class LitMTL(MultiTaskMixin, L.LightningModule):
+    def __init__(self, method: str = "uw", explicit_groups: bool = False):
+        super().__init__()
+        self.net = H.TinyMTL()
+        self.weighting = H.make_weighting(method, model=self.net)
+        self.explicit_groups = explicit_groups
+
+    def task_losses(self, batch, batch_idx):
+        x, y = batch
+        return dict(zip(TASKS, H.task_losses(self.net(x), y)))
+
+    def configure_optimizers(self):
+        if self.explicit_groups:
+            groups = [{"params": self.net.parameters()}, *self.weighting.param_groups(lr=0.5)]
+            return torch.optim.Adam(groups, lr=1e-2)
+        return torch.optim.Adam(self.parameters(), lr=1e-2, weight_decay=1e-4)  # the common trap
+
+
+def _trainer(**kw):
+    kw.setdefault("logger", False)
+    return L.Trainer(accelerator="cpu", devices=1, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, **kw)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fast_dev_run_weights_and_param_groups(name):
+    model = LitMTL(name)
+    before = {k: v.clone() for k, v in model.weighting.state_dict().items()}
+    trainer = _trainer(fast_dev_run=2)
+    trainer.fit(model, loader())
+    opt = trainer.optimizers[0]
+    wids = {id(p) for p in model.weighting.parameters()}
+    if wids:  # learnable: their own group, own LR, no weight decay, and they trained
+        (group,) = [g for g in opt.param_groups if any(id(p) in wids for p in g["params"])]
+        assert {id(p) for p in group["params"]} == wids
+        assert group["lr"] == 0.025 and group["weight_decay"] == 0.0
+        assert any(not torch.equal(v, before[k]) for k, v in model.weighting.state_dict().items())
+    assert all(any(id(p) in {id(q) for q in g["params"]} for g in opt.param_groups) for p in model.net.parameters())
+    metrics = trainer.callback_metrics
+    for t in TASKS:
+        torch.testing.assert_close(metrics[f"weight/{t}"], model.weighting.weights[TASKS.index(t)].float())
+
+
+def test_explicit_param_groups_are_respected():
+    model = LitMTL("uw", explicit_groups=True)
+    trainer = _trainer(fast_dev_run=1)
+    trainer.fit(model, loader())
+    lrs = sorted(g["lr"] for g in trainer.optimizers[0].param_groups)
+    assert lrs == [1e-2, 0.5]
+
+
+def test_weights_logged_every_step_to_csv(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    model = LitMTL("uw")
+    trainer = _trainer(max_steps=4, logger=CSVLogger(tmp_path, name="run"), log_every_n_steps=1)
+    trainer.fit(model, loader())
+    rows = list(csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv")))
+    steps = [int(r["step"]) for r in rows if r.get("weight/a")]
+    assert steps == [0, 1, 2, 3]
+    assert {"sigma/a", "weight/c", "loss"} <= set(rows[0])
+    last = [r for r in rows if r.get("weight/a")][-1]
+    assert float(last["weight/b"]) == pytest.approx(model.weighting.weights[1].item(), rel=1e-6)
+
+
+def test_missing_task_losses_is_a_clear_error():
+    class NoLosses(MultiTaskMixin, L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weighting = awloss.UncertaintyWeighting(2)
+
+    with pytest.raises(NotImplementedError, match="task_losses"):
+        NoLosses().training_step(None, 0)
+
+
+@pytest.mark.skipif(not hasattr(awloss, "backward"), reason="awloss.backward (gradient level) not merged yet")
+@pytest.mark.parametrize("name", awloss.available("aggregator"))
+def test_manual_optimisation_with_aggregator(name):
+    class LitAgg(MultiTaskMixin, L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = H.TinyMTL()
+            self.aggregator = awloss.get(name)
+
+        def task_losses(self, batch, batch_idx):
+            x, y = batch
+            return dict(zip(TASKS, H.task_losses(self.net(x), y)))
+
+        def shared_parameters(self):
+            return self.net.trunk.parameters()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    model = LitAgg()
+    assert model.automatic_optimization is False
+    before = [p.clone() for p in model.net.parameters()]
+    trainer = _trainer(fast_dev_run=2)
+    trainer.fit(model, loader())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.net.parameters()))
+    assert all(f"weight/{t}" in trainer.callback_metrics for t in TASKS)
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
+           "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(HERE / "_lightning_ddp.py"), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert torch.equal(r0["weights"], r1["weights"])
+    for k in r0["state"]:
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+    assert r0["steps"] == r1["steps"] == 3
