@@ -9,7 +9,11 @@ The docstrings are written for ``help()`` and Sphinx-style readers (``.. math::`
 - ``:attr:`x```, ``:meth:`x```     ->  code (``x`` / ``x()``);
 - ``Example:``                     ->  ``Examples:`` (griffe renders only the plural as highlighted code);
 - ``References:`` lines            ->  a bulleted list, one item per reference (a new item starts after a
-  line that ends with a period).
+  line that ends with a period);
+- ``where:`` + an indented list     ->  the list, dedented, after a blank line (else Markdown glues it
+  to the paragraph);
+- ``Args:`` whose only entry is ``none: ...`` (a method without hyper-parameters) -> a sentence, so griffe
+  does not warn about a parameter ``none`` that is not in the signature.
 
 Only the docstring text changes; the source files are untouched.
 """
@@ -26,7 +30,7 @@ _ROLE = re.compile(r":(math|class|func|meth|attr|obj|mod|data|exc):`([^`]+)`")
 
 def rst_to_markdown(text: str, public: set[str] | frozenset[str] = frozenset(), package: str = "awloss") -> str:
     """Rewrite reST math blocks and roles of one docstring into Markdown (pure function, tested)."""
-    lines = _references(text.splitlines())
+    lines = _no_args(_where_lists(_references(text.splitlines())))
     lines = [re.sub(r"^(\s*)Example:\s*$", r"\1Examples:", line) for line in lines]
     out: list[str] = []
     i = 0
@@ -73,6 +77,42 @@ def _references(lines: list[str]) -> list[str]:
         pad = " " * (base + 4)
         out += [pad + "- " + " ".join(item) for item in items] + [""]
     return out
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _where_lists(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        out.append(lines[i])
+        base = _indent(lines[i])
+        i += 1
+        if not re.match(r"^\s*where:\s*$", out[-1], flags=re.I):
+            continue
+        block = []
+        while i < len(lines) and lines[i].strip() and _indent(lines[i]) > base:
+            block.append(lines[i])
+            i += 1
+        if block:
+            cut = min(_indent(b) for b in block) - base
+            out += [""] + [b[cut:] for b in block]
+    return out
+
+
+def _no_args(lines: list[str]) -> list[str]:
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)Args:\s*$", line)
+        if not m or i + 1 >= len(lines):
+            continue
+        entry = re.match(r"^\s*none:\s*(.*)$", lines[i + 1], flags=re.I)
+        following = lines[i + 2] if i + 2 < len(lines) else ""
+        if entry and (not following.strip() or _indent(following) <= len(m.group(1))):
+            text = entry.group(1).rstrip(".") or "none"
+            return [*lines[:i], f"{m.group(1)}**Args:** none ({text}).", *lines[i + 2:]]
+    return lines
 
 
 def _roles(line: str, public: set[str] | frozenset[str], package: str) -> str:

@@ -140,3 +140,5 @@ def test_griffe_rst_conversion() -> None:
     out = mod.rst_to_markdown(doc, {"Weighting"})
     assert "$$\na = b\n+ c\n$$" in out
     assert "$a$" in out and "[`Weighting`][awloss.Weighting]" in out and "`step()`" in out
+    out = mod.rst_to_markdown("S.\n\nwhere:\n    - x;\n    - y.\n\nArgs:\n    none: no knobs.\n\nExample:\n    >>> 1\n    1")
+    assert "where:\n\n- x;\n- y." in out and "**Args:** none (no knobs)." in out and "Examples:" in out
