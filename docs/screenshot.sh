@@ -25,7 +25,9 @@ shoot() {  # name, path, height
   echo "$OUT/$1.png"
 }
 shoot home "" 1100
-shoot choosing "choosing/" 1800
+shoot choosing "choosing/" 4200
 shoot uncertainty "uncertainty/" 1600
 shoot method-uw "methods/uw/" 1600
 shoot migrating "migrating/" 1400
+shoot engines "engines/" 1400
+shoot method-mgda "methods/mgda/" 1400

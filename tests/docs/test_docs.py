@@ -84,6 +84,19 @@ def test_page_code_runs(page: str, tmp_path, monkeypatch) -> None:
     assert ran > 0
 
 
+def test_included_readme_sections_are_executed_elsewhere() -> None:
+    """Pages that include a README section rely on the README tests to execute its examples."""
+    tests_text = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests").rglob("*.py"))
+    for page, text in PAGES.items():
+        for heading in re.findall(r"<!--\s*awloss:readme-section\s+(.+?)\s*-->", text):
+            body = gen().readme_section(heading)
+            if body is None or not any(b.lang == EXECUTED for b in blocks(body)):
+                continue
+            assert f"## {heading}" in tests_text or f'"{heading}"' in tests_text, (
+                f"{page} includes README section {heading!r}, whose examples no test runs"
+            )
+
+
 def test_reference_fences_render_as_titled_python() -> None:
     md = '```py-ref title="LibMTL"\nx = 1\n```\n'
     assert gen().rewrite_reference_fences(md).startswith('```python title="LibMTL (reference, not executed)"')
