@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -107,6 +108,7 @@ class GradNorm(Weighting):
         for name in ("exp_avg", "exp_avg_sq"):
             self.register_buffer(name, torch.zeros(T))
         self.register_buffer("adam_step", torch.zeros(()))
+        self._count: int | None = 0  # host mirror of `adam_step` (None: read it after load_state_dict)
         self.register_buffer("grad_norms", torch.zeros(T), persistent=False)  # last G_i, for inspection
         self.register_buffer("targets", torch.zeros(T), persistent=False)  # last targets
 
@@ -114,7 +116,12 @@ class GradNorm(Weighting):
     def _make_example(cls, num_tasks: int) -> GradNorm:
         return cls(num_tasks, shared=nn.Linear(2, 2))
 
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._count = None
+        super()._load_from_state_dict(*args, **kwargs)
+
     def reset_parameters(self) -> None:
+        self._count = 0
         self.task_weights.fill_(1.0)
         self.initial_losses.fill_(1.0)
         for b in (self.has_initial, self.exp_avg, self.exp_avg_sq, self.adam_step, self.grad_norms, self.targets):
@@ -163,7 +170,8 @@ class GradNorm(Weighting):
             self.grad_norms.copy_(G)
             self.targets.copy_(target)
             grad = torch.sign(G - target) * n
-            adam_step(self.task_weights, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, lr=self.lr)
+            self._count = (int(self.adam_step) if self._count is None else self._count) + 1
+            adam_step(self.task_weights, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, self._count, lr=self.lr)
             self.task_weights.clamp_(min=1e-6)
             self.task_weights.mul_(T / self.task_weights.sum())
 
