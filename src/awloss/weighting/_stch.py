@@ -68,7 +68,7 @@ class STCH(Weighting):
 
     name = "stch"
     aliases = ("smooth_tchebycheff",)
-    stateful = True
+    stateful = False  # the paper's formula; an instance with warmup_epochs > 0 is stateful
 
     def __init__(
         self,
@@ -84,6 +84,7 @@ class STCH(Weighting):
         T = self.num_tasks
         self.mu = check_positive("mu", mu)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, minimum=0)
+        self.stateful = self.warmup_epochs > 0
         lam, z = as_weight_vector("preference", preference, T, positive=True), as_weight_vector("ideal", ideal, T)
         self._unit_preference, self._zero_ideal = bool((lam == 1).all()), bool((z == 0).all())  # skip no-op ops
         self.register_buffer("preference", lam, persistent=False)  # constructor arguments, not state
