@@ -11,6 +11,27 @@ Quick start:
 
 from ._registry import available, get, get_class, register
 from .weighting import AutomaticWeightedLoss, UncertaintyWeighting, Weighting
+from .weighting import DWA, FAMO, IMTLL, RLW, STCH, UWSO, Constant, GeometricMean, GradNorm, Mean, ScaleInvariant, Sum
+from . import aggregation
+from ._backward import backward
+from .aggregation import (
+    MGDA,
+    DBMTL,
+    IMTLG,
+    Aggregator,
+    AlignedMTL,
+    CAGrad,
+    ConFIG,
+    DualProj,
+    GradDrop,
+    GradMean,
+    GradSum,
+    GradVac,
+    GramianAggregator,
+    NashMTL,
+    PCGrad,
+    UPGrad,
+)
 
 __version__ = "0.1.0"
 
@@ -23,4 +44,34 @@ __all__ = [
     "Weighting",
     "UncertaintyWeighting",
     "AutomaticWeightedLoss",
+    "Sum",
+    "Mean",
+    "Constant",
+    "ScaleInvariant",
+    "GeometricMean",
+    "DWA",
+    "RLW",
+    "IMTLL",
+    "UWSO",
+    "FAMO",
+    "GradNorm",
+    "STCH",
+    "aggregation",
+    "backward",
+    "Aggregator",
+    "GramianAggregator",
+    "AlignedMTL",
+    "CAGrad",
+    "ConFIG",
+    "DBMTL",
+    "DualProj",
+    "GradDrop",
+    "GradMean",
+    "GradSum",
+    "GradVac",
+    "IMTLG",
+    "MGDA",
+    "NashMTL",
+    "PCGrad",
+    "UPGrad",
 ]

@@ -77,6 +77,9 @@ def test_resume_without_weighting_state_differs(name):
     _, full_w, _, full_hist = _run(name, 0, STEPS)
     torch.manual_seed(7)
     model, w, opt, hist = _run(name, 0, STOP)
+    fresh = H.make_weighting(name, model=model).double().state_dict()
+    if all(torch.equal(fresh[k], v) for k, v in full_w.state_dict().items()):
+        pytest.skip(f"{name}: its state does not evolve with the default arguments, so there is nothing to drop")
     parts = {"model": model.state_dict(), "weighting": H.make_weighting(name, model=model).double().state_dict(),
              "optimizer": opt.state_dict(), "rng": torch.get_rng_state()}
     _, w, _, rest = _run(name, STOP, STEPS, parts)

@@ -267,7 +267,7 @@ def test_weights_readable_before_first_call_and_after_reset():
 @pytest.mark.parametrize("log1p", [False, True])
 @pytest.mark.parametrize("mask", [False, True])
 def test_fused_objective_matches_plain_ops_and_gradcheck(log1p, mask):
-    from awloss.weighting._uncertainty import _uw_objective, _UWObjective
+    from awloss.weighting._uncertainty_kernel import _uw_objective, _UWObjective
 
     torch.manual_seed(0)
     s = torch.randn(5, dtype=torch.float64, requires_grad=True)

@@ -21,7 +21,7 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 def test_permutation_equivariance(name, values, data):
     cls = awloss.get_class(name)
     if not cls.permutation_equivariant:
-        pytest.skip(f"{name} draws random weights per call (permutation_equivariant=False)")
+        pytest.skip(f"{name} declares permutation_equivariant=False (random or position-bound weights)")
     perm = data.draw(st.permutations(range(len(values))))
     losses = torch.tensor(values, dtype=torch.float64)
     a, b = cls._make_example(len(values)).double(), cls._make_example(len(values)).double()

@@ -1,0 +1,230 @@
+"""Small solvers that run in torch on the tensors' device (no numpy, scipy or host round trip).
+
+Every solver works in float64 (float32 on devices without float64, e.g. MPS) on ``T x T`` problems
+(``T`` = number of tasks, at most a few dozen). They never call ``.item()``: iteration counts are fixed
+upper bounds, and on the CPU (where a host check is free) the loops stop as soon as they have converged.
+Each solver returns, with its solution, a boolean tensor saying whether it met its optimality test; the
+:class:`~awloss.aggregation.Aggregator` base checks it once per call (see ``Aggregator.check``), so a
+failure is reported, never swallowed.
+
+* :func:`nnqp` - batched ``min ½ xᵀAx + bᵀx`` s.t. ``x >= 0`` by the Lawson-Hanson active-set method.
+* :func:`min_norm_simplex` - the min-norm point of the convex hull of the gradients (MGDA).
+* :func:`cagrad_dual` - CAGrad's ``min_{w ∈ Δ} bᵀw + r‖Jᵀw‖`` by a primal-dual active set.
+* :func:`nash_bargaining` - Nash-MTL's ``Gα = 1/α`` by damped Newton on a self-concordant barrier.
+* :func:`project_simplex` - Euclidean projection onto the probability simplex (sort based).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["work_dtype", "normalize_gramian", "nnqp", "min_norm_simplex", "cagrad_dual", "nash_bargaining",
+           "project_simplex"]
+
+
+def work_dtype(t: Tensor) -> torch.dtype:
+    """float64 where the device supports it (not MPS), else float32."""
+    return torch.float32 if t.device.type == "mps" else torch.float64
+
+
+def _can_stop_early(t: Tensor) -> bool:
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def normalize_gramian(G: Tensor, reg: float = 0.0) -> Tensor:
+    """``G / tr(G) + reg·I`` in the working dtype (``G`` itself when its trace is 0)."""
+    G = G.to(work_dtype(G))
+    G = 0.5 * (G + G.T)
+    tr = G.diagonal().sum()
+    G = G / torch.where(tr > 0, tr, torch.ones_like(tr))
+    if reg:
+        G = G + reg * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+    return G
+
+
+def _masked_solve(A: Tensor, rhs: Tensor, P: Tensor) -> Tensor:
+    """Solve ``A[P,P] z[P] = rhs[P]`` with ``z[~P] = 0`` for each row of the batch ``P`` [B, T]."""
+    Pf = P.to(A.dtype)
+    M = A * (Pf[:, :, None] * Pf[:, None, :]) + torch.diag_embed(1.0 - Pf)
+    return torch.linalg.solve(M, (rhs * Pf).unsqueeze(-1)).squeeze(-1)
+
+
+def nnqp(A: Tensor, b: Tensor, *, max_iter: int | None = None, tol: float = 1e-10) -> tuple[Tensor, Tensor]:
+    """Solve ``min ½ xᵀAx + bᵀx`` s.t. ``x >= 0`` for each row of ``b`` (Lawson-Hanson active set).
+
+    Args:
+        A: ``[T, T]`` symmetric positive definite (regularise a Gramian first).
+        b: ``[B, T]`` linear terms, one problem per row.
+        max_iter: bound on the iterations (default ``3T + 10``); each iteration is one batched solve.
+        tol: KKT tolerance, relative to the scale of ``A`` and ``b``.
+
+    Returns:
+        ``(x, ok)``: the solutions ``[B, T]`` and whether each met the KKT conditions.
+    """
+    B, T = b.shape
+    max_iter = 3 * T + 10 if max_iter is None else max_iter
+    a_max = A.diagonal().abs().max()
+    b_max = b.abs().amax(dim=1, keepdim=True)
+    x = torch.zeros_like(b)
+    P = torch.zeros_like(b, dtype=torch.bool)
+    inner = torch.zeros(B, dtype=torch.bool, device=b.device)
+    neg_inf = torch.tensor(float("-inf"), dtype=b.dtype, device=b.device)
+    early = _can_stop_early(b)
+    for _ in range(max_iter):
+        tol_g = tol * (b_max + a_max * x.abs().amax(dim=1, keepdim=True))
+        w = -(x @ A + b)  # minus the gradient
+        cand = ~P & (w > tol_g)
+        add = ~inner & cand.any(dim=1)
+        if early and not bool((add | inner).any()):
+            break
+        j = torch.where(cand, w, neg_inf).argmax(dim=1)
+        P = P | (torch.nn.functional.one_hot(j, T).bool() & add[:, None])
+        active = inner | add
+        z = _masked_solve(A, -b, P)
+        bad = P & (z <= 0)
+        feasible = ~bad.any(dim=1)
+        ratio = torch.where(bad, x / (x - z).clamp_min(torch.finfo(b.dtype).tiny), torch.full_like(x, 2.0))
+        alpha = torch.where(feasible, torch.ones_like(ratio[:, 0]), ratio.amin(dim=1).clamp(0.0, 1.0))
+        x_new = x + alpha[:, None] * (z - x)
+        x = torch.where(active[:, None], x_new, x)
+        drop = active & ~feasible
+        P = torch.where(drop[:, None], P & (x > tol_g), P)
+        x = torch.where(P, x, torch.zeros_like(x)).clamp_min(0.0)
+        inner = drop
+    grad = x @ A + b
+    tol_g = tol * (b_max + a_max * x.abs().amax(dim=1, keepdim=True))
+    ok = ~inner & (grad >= -10 * tol_g).all(dim=1) & ((grad.abs() <= 10 * tol_g) | (x <= 0)).all(dim=1)
+    ok = ok & torch.isfinite(x).all(dim=1)
+    return x, ok
+
+
+def min_norm_simplex(G: Tensor, *, reg: float = 1e-8) -> tuple[Tensor, Tensor]:
+    """Weights ``w ∈ Δ`` minimising ``wᵀGw``: the min-norm point of the convex hull (MGDA).
+
+    ``T = 2`` uses the closed form of Sener & Koltun (2018). Otherwise the dual problem
+    ``min_{v>=0} ½vᵀGv - 1ᵀv`` is solved by :func:`nnqp` and ``w = v / 1ᵀv`` (its KKT conditions are
+    exactly those of the min-norm problem); a ridge ``reg·tr(G)/T`` keeps it bounded when 0 lies in the
+    hull, where any minimiser gives the zero update.
+    """
+    T = G.shape[0]
+    Gn = normalize_gramian(G)
+    if T == 1:
+        return torch.ones(1, dtype=Gn.dtype, device=Gn.device), torch.ones((), dtype=torch.bool, device=G.device)
+    if T == 2:
+        den = Gn[0, 0] + Gn[1, 1] - 2 * Gn[0, 1]
+        num = Gn[1, 1] - Gn[0, 1]
+        gamma = torch.where(den > 1e-12, num / torch.where(den > 1e-12, den, torch.ones_like(den)), 0.5 + 0 * den)
+        gamma = gamma.clamp(0.0, 1.0)
+        return torch.stack([gamma, 1 - gamma]), torch.isfinite(gamma)
+    A = Gn + (reg / T) * torch.eye(T, dtype=Gn.dtype, device=Gn.device)
+    v, ok = nnqp(A, -torch.ones(1, T, dtype=Gn.dtype, device=Gn.device))
+    v = v[0]
+    s = v.sum()
+    return v / s, ok[0] & (s > 0)
+
+
+def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None = None) -> tuple[Tensor, Tensor]:
+    """CAGrad's weights: ``1/T + r·w/‖g_w‖`` with ``w = argmin_{w ∈ Δ} g_wᵀg₀ + r‖g_w‖``, ``r = c‖g₀‖``.
+
+    Writing ``v = r·w/‖g_w‖ >= 0``, the KKT conditions are ``Gv + b = μ1 + λ``, ``λ >= 0``, ``λᵀv = 0``,
+    ``vᵀGv = r²`` with ``b = G1/T``. For fixed ``μ`` the first three define a parametric non-negative QP
+    whose solution ``v(μ)`` is piecewise linear in ``μ`` and whose ``vᵀGv`` grows with ``μ``. A homotopy
+    follows ``v(μ)`` from ``μ = min b`` (where ``v = 0``), one support change per step, until the
+    quadratic ``vᵀGv = r²`` has its root inside the current piece: exact, and at most a few ``T`` steps
+    of one ``T x T`` solve each. Returns ``(weights, ok)``.
+    """
+    T = G.shape[0]
+    Gn = normalize_gramian(G)
+    dt, dev = Gn.dtype, Gn.device
+    one = torch.ones(T, dtype=dt, device=dev)
+    if c == 0 or T == 1:
+        return one / T, torch.ones((), dtype=torch.bool, device=dev)
+    b = Gn @ one / T
+    r2 = c * c * (b.sum() / T).clamp_min(0)  # r² = c²‖g₀‖², ‖g₀‖² = 1ᵀG1/T²
+    A = Gn + reg * torch.eye(T, dtype=dt, device=dev)
+    inf = torch.full((), float("inf"), dtype=dt, device=dev)
+    k = b.argmin()
+    mu = b[k]
+    F = torch.nn.functional.one_hot(k, T).bool()
+    done = torch.zeros((), dtype=torch.bool, device=dev)
+    mu_star = mu
+    max_iter = 3 * T + 10 if max_iter is None else max_iter
+    early = _can_stop_early(Gn)
+    eps = 1e-12
+    for _ in range(max_iter):
+        pq = _masked_solve(A, torch.stack([one, b]), F.expand(2, T))
+        p, q = pq[0], pq[1]
+        a2, a1, a0 = p.sum(), q.sum(), (b * q).sum() - r2
+        root = (a1 + (a1 * a1 - a2 * a0).clamp_min(0.0).sqrt()) / a2
+        s, t = A @ p - one, A @ q - b  # off the support, λ(μ) = μ·s − t
+        leave = torch.where(F & (p < 0), q / torch.where(p < 0, p, -one), inf)  # v_i(μ) = 0
+        join = torch.where(~F & (s < 0), t / torch.where(s < 0, s, -one), inf)  # λ_j(μ) = 0
+        leave = torch.where(leave > mu - eps, leave, inf)
+        join = torch.where(join > mu - eps, join, inf)
+        cand = torch.cat([leave, join])
+        i = cand.argmin()
+        mu_next = cand[i]
+        finish = ~done & (root <= mu_next)
+        mu_star = torch.where(finish, root, mu_star)
+        move = ~done & ~finish
+        flip = torch.nn.functional.one_hot(i % T, T).bool() & move
+        F = F ^ flip
+        mu = torch.where(move, mu_next, mu)
+        done = done | finish
+        if early and bool(done):
+            break
+    pq = _masked_solve(A, torch.stack([one, b]), F.expand(2, T))
+    v = (mu_star * pq[0] - pq[1]).clamp_min(0.0)
+    lam = A @ v + b - mu_star
+    tol = 1e-8 * (1 + b.abs().max() + mu_star.abs())
+    ok = done & (lam >= -tol).all() & torch.isfinite(v).all() & ((v @ A @ v - r2).abs() <= 1e-6 * (r2 + 1e-30))
+    return one / T + v, ok
+
+
+def nash_bargaining(
+    G: Tensor, init: Tensor | None = None, *, reg: float = 1e-9, max_iter: int = 100, tol: float = 1e-12
+) -> tuple[Tensor, Tensor]:
+    """Solve ``Gα = 1/α``, ``α > 0`` (Nash-MTL's bargaining solution) by damped Newton.
+
+    ``α`` minimises the self-concordant ``f(α) = ½αᵀGα − Σ log αᵢ``; the damped step ``1/(1+λ)`` (``λ`` the
+    Newton decrement) stays inside ``α > 0`` without a line search, and once ``λ < ¼`` full steps
+    converge quadratically. ``G`` is used as given (plus a ridge ``reg·tr(G)/T`` that keeps ``f`` bounded
+    when the gradients are linearly dependent). Returns ``(alpha, ok)``.
+    """
+    T = G.shape[0]
+    dt, dev = work_dtype(G), G.device
+    Gw = G.to(dt)
+    Gw = 0.5 * (Gw + Gw.T)
+    eye = torch.eye(T, dtype=dt, device=dev)
+    m = Gw.diagonal().mean()
+    Gw = torch.where(m > 0, Gw + reg * m * eye, eye)  # all-zero gradients: any α gives the zero update
+    if init is None:
+        alpha = Gw.diagonal().clamp_min(torch.finfo(dt).tiny).rsqrt()
+    else:
+        alpha = init.to(dt).clamp_min(torch.finfo(dt).tiny)
+    early = _can_stop_early(Gw)
+    dec2 = torch.full((), float("inf"), dtype=dt, device=dev)
+    for _ in range(max_iter):
+        g = Gw @ alpha - 1.0 / alpha
+        H = Gw + torch.diag(alpha.pow(-2))
+        step = torch.linalg.solve(H, g)
+        dec2 = (g * step).sum().clamp_min(0.0)
+        lam = dec2.sqrt()
+        t = torch.where(lam < 0.25, torch.ones_like(lam), 1.0 / (1.0 + lam))
+        alpha = alpha - t * step
+        if early and bool(dec2 < tol):
+            break
+    ok = (dec2 < 1e-6) & (alpha > 0).all() & torch.isfinite(alpha).all()
+    return alpha, ok
+
+
+def project_simplex(v: Tensor) -> Tensor:
+    """Euclidean projection of each row of ``v`` onto ``{w >= 0, Σw = 1}`` (Held et al. 1974, sort based)."""
+    u, _ = torch.sort(v, dim=-1, descending=True)
+    css = u.cumsum(dim=-1) - 1.0
+    k = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
+    cond = u - css / k > 0
+    rho = cond.sum(dim=-1, keepdim=True) - 1  # cond holds on a prefix
+    theta = css.gather(-1, rho) / (rho + 1).to(v.dtype)
+    return (v - theta).clamp_min(0.0)

@@ -1,0 +1,150 @@
+"""``FAMO``: Fast Adaptive Multitask Optimization (Liu et al., NeurIPS 2023)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._inputs import as_loss_vector, check_positive
+from .._registry import register
+from ._base import Weighting
+from ._helpers import adam_step, as_weight_vector
+
+__all__ = ["FAMO"]
+
+
+@register
+class FAMO(Weighting):
+    r"""FAMO: balance the rates at which the task losses fall, at the cost of one scalar backward.
+
+    The objective is a weighted sum of log-losses with weights :math:`z = \operatorname{softmax}(\xi)`
+    normalised by :math:`c`. After ``optimizer.step()``, call :meth:`update` with the losses of the same
+    batch recomputed under the new parameters: the change in each log-loss is the signal that moves the
+    logits :math:`\xi` (one Adam step with L2 decay :math:`\gamma`), raising the weight of tasks that
+    improved least. Logits, Adam moments and the last losses are buffers, so ``state_dict`` resumes exactly.
+
+    .. math::
+
+        \mathcal{L} = \frac{1}{c}\sum_i z_i \log(L_i - b_i + \epsilon), \quad
+        c = \mathrm{sg}\Big[\sum_i \frac{z_i}{L_i - b_i + \epsilon}\Big], \quad
+        w_i = \frac{z_i}{c\,(L_i - b_i + \epsilon)}
+
+        \delta_i = \log(L_i^{\text{before}} - b_i + \epsilon) - \log(L_i^{\text{after}} - b_i + \epsilon), \quad
+        \xi \leftarrow \operatorname{Adam}\big(\xi;\ \nabla_\xi\, z(\xi)^\top \delta + \gamma\,\xi\big)
+
+    where:
+
+    - :math:`L_i` is task *i*'s loss, :math:`b_i` its known lower bound (``min_losses``, default 0);
+    - :math:`z = \operatorname{softmax}(\xi)`; the weights :math:`w` sum to 1;
+    - the Adam step has learning rate ``lr`` and weight decay :math:`\gamma` (``gamma``).
+
+    Args:
+        num_tasks: number of tasks, ``>= 1``.
+        lr: learning rate of the logits, ``> 0``. Default 0.025 (official).
+        gamma: weight decay of the logits, ``>= 0``. Default 1e-3 (see Note).
+        min_losses: lower bounds :math:`b_i` of the losses, a float or one per task. Default 0.
+        eps: :math:`\epsilon > 0` inside the logs. Default 1e-8 (official).
+        task_names: optional task names.
+
+    Example:
+        >>> import torch, awloss
+        >>> famo = awloss.FAMO(2)
+        >>> total = famo(torch.tensor([1.0, 4.0]))
+        >>> famo.weights  # z = (1/2, 1/2): w_i = (1/L_i) / sum_j (1/L_j)
+        tensor([0.8000, 0.2000])
+        >>> famo.update(torch.tensor([0.5, 4.0]))  # task 0 improved, task 1 did not
+        >>> famo.logits  # so task 1's logit rises
+        tensor([-0.0250,  0.0250])
+
+    References:
+        B. Liu, Y. Feng, P. Stone, Q. Liu, FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023,
+        https://arxiv.org/abs/2306.03792 (Alg. 1); official code github.com/Cranial-XIX/FAMO (``famo.py``).
+
+    Note:
+        The official defaults of :math:`\gamma` disagree (0.01 in ``famo.py`` and the CLI, 1e-3 in the
+        NYUv2 script of the paper's main experiment, 1e-5 in ``weight_methods.py``). We use 1e-3, as
+        that script and TorchJD's port do: per-step log-loss changes are small (about 1e-2), and with 0.01
+        the decay term dominates them so the logits barely move (our toy test in ``tests/methods`` shows
+        matched loss-decrease rates at 1e-3 and a stalled task at 0.01). The official ``backward`` also
+        clips the shared gradient norm to 1; we leave clipping to the user's loop. Calls in ``eval()``
+        mode do not record losses for :meth:`update`.
+    """
+
+    name = "famo"
+    stateful = True
+
+    def __init__(
+        self,
+        num_tasks: int,
+        *,
+        lr: float = 0.025,
+        gamma: float = 1e-3,
+        min_losses: float | Sequence[float] = 0.0,
+        eps: float = 1e-8,
+        task_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(num_tasks, task_names=task_names)
+        T = self.num_tasks
+        assert T is not None
+        self.lr = check_positive("lr", lr)
+        self.gamma = check_positive("gamma", gamma, strict=False)
+        self.eps = check_positive("eps", eps)
+        self.register_buffer("min_losses", as_weight_vector("min_losses", min_losses, T))
+        for name in ("logits", "exp_avg", "exp_avg_sq", "prev_losses"):
+            self.register_buffer(name, torch.zeros(T))
+        self.register_buffer("adam_step", torch.zeros(()))
+        self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
+
+    def reset_parameters(self) -> None:
+        for b in (self.logits, self.exp_avg, self.exp_avg_sq, self.prev_losses, self.adam_step, self.has_prev):
+            b.zero_()
+
+    def _check_values(self, vec: Tensor) -> None:
+        super()._check_values(vec)
+        below = vec.detach() < self.min_losses.to(vec.dtype)
+        if bool(below.any()):
+            i = int(below.nonzero()[0, 0])
+            label = f"`{self._task_names[i]}`" if self._task_names else f"`losses[{i}]`"
+            raise ValueError(
+                f"Loss {label} = {float(vec[i].detach())} is below its lower bound `min_losses[{i}]` = "
+                f"{float(self.min_losses[i])}; FAMO takes log(L - min_losses): lower `min_losses`."
+            )
+
+    def _initial_weights(self) -> Tensor:
+        return torch.softmax(self.logits, dim=0)
+
+    def _log_gap(self, losses: Tensor) -> Tensor:
+        return torch.log(losses - self.min_losses.to(losses.dtype) + self.eps)
+
+    def forward(self, losses: Tensor) -> Tensor:
+        dtype = torch.promote_types(losses.dtype, self.logits.dtype)
+        losses = losses.to(dtype)
+        z = torch.softmax(self.logits.to(dtype), dim=0)
+        gap = losses - self.min_losses.to(dtype) + self.eps
+        c = (z / gap.detach()).sum()
+        self._set_weights(z / (c * gap.detach()))
+        if self.training:
+            self.prev_losses.copy_(losses.detach())
+            self.has_prev.fill_(True)
+        return (z * torch.log(gap)).sum() / c
+
+    @torch.no_grad()
+    def update(self, *losses: Any) -> None:
+        """Move the logits with the losses of the same batch recomputed after ``optimizer.step()``."""
+        new, _ = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=self._device())
+        self._check_values(new)
+        if not bool(self.has_prev):
+            raise RuntimeError("FAMO.update() needs a training call first: `total = famo(losses)` before the step.")
+        new = new.detach().to(self.logits.dtype)
+        delta = self._log_gap(self.prev_losses) - self._log_gap(new)
+        z = torch.softmax(self.logits, dim=0)
+        grad = z * (delta - (z * delta).sum())  # (∂z/∂ξ)ᵀ δ for the softmax Jacobian
+        adam_step(
+            self.logits, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, lr=self.lr, weight_decay=self.gamma
+        )
+
+    def extra_repr(self) -> str:
+        return f"num_tasks={self.num_tasks}, lr={self.lr}, gamma={self.gamma}"

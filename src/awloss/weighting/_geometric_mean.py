@@ -1,0 +1,79 @@
+"""``GeometricMean``: the geometric mean of the task losses (GLS, Chennupati et al. 2019)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .._inputs import check_positive
+from .._registry import register
+from ._base import Weighting
+from ._helpers import check_positive_losses
+
+__all__ = ["GeometricMean"]
+
+
+@register
+class GeometricMean(Weighting):
+    r"""Geometric loss strategy (GLS): the geometric mean of the task losses.
+
+    Like :class:`ScaleInvariant`, the gradient direction does not depend on the scale of any one loss;
+    the step size follows the geometric mean. Computed as :math:`\exp(\tfrac1T\sum\log L_i)`, which does
+    not overflow or underflow for many tasks as a product would.
+
+    .. math::
+
+        \mathcal{L} = \Big(\prod_{i=1}^{T} L_i\Big)^{1/T}, \qquad w_i = \frac{\mathcal{L}}{T\,L_i}
+
+    where:
+
+    - :math:`L_i` is task *i*'s loss (shifted by ``eps``), which must be :math:`> 0`;
+    - :math:`T` is the number of tasks.
+
+    Args:
+        num_tasks: expected number of tasks, or ``None`` (default) to accept any count.
+        eps: shift added to every loss, ``>= 0``. Default 0; with 0, a loss ``<= 0`` raises an error.
+        task_names: optional task names.
+
+    Example:
+        >>> import torch, awloss
+        >>> gls = awloss.GeometricMean()
+        >>> gls(torch.tensor(1.0), torch.tensor(4.0))  # sqrt(1 * 4)
+        tensor(2.)
+        >>> gls.weights
+        tensor([1.0000, 0.2500])
+
+    References:
+        S. Chennupati, G. Sistu, S. Yogamani, S. Rawashdeh, MultiNet++: Multi-Stream Feature Aggregation
+        and Geometric Loss Strategy for Multi-Task Learning, CVPR Workshops 2019,
+        https://arxiv.org/abs/1904.08492 (Eq. 2).
+
+    Note:
+        LibMTL computes ``prod(L) ** (1/T)`` directly (overflows/underflows for many tasks); we use the
+        log-domain form, equal in exact arithmetic.
+    """
+
+    name = "gls"
+    aliases = ("geometric_mean", "geometric")
+    requires_nonnegative = True
+
+    def __init__(
+        self, num_tasks: int | None = None, *, eps: float = 0.0, task_names: Sequence[str] | None = None
+    ) -> None:
+        super().__init__(num_tasks, task_names=task_names)
+        self.eps = check_positive("eps", eps, strict=False)
+
+    def _check_values(self, vec: Tensor) -> None:
+        if self.eps == 0.0:
+            check_positive_losses(self, vec, super()._check_values, "it takes the geometric mean")
+        else:
+            super()._check_values(vec)
+
+    def forward(self, losses: Tensor) -> Tensor:
+        shifted = losses + self.eps if self.eps else losses
+        out = torch.exp(torch.log(shifted).mean())
+        d = out.detach()
+        self._set_weights(d / (shifted.shape[0] * shifted.detach()))
+        return out

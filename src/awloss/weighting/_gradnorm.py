@@ -1,0 +1,158 @@
+"""``GradNorm``: gradient normalisation for adaptive loss balancing (Chen et al., ICML 2018)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .._inputs import check_positive
+from .._registry import register
+from ._base import Weighting
+from ._helpers import adam_step
+
+__all__ = ["GradNorm"]
+
+
+@register
+class GradNorm(Weighting):
+    r"""GradNorm: tune the task weights so that each task's gradient norm matches its training rate.
+
+    At each training call the module measures :math:`G_i = \lVert\nabla_W w_iL_i\rVert` on the last
+    shared layer :math:`W` (given to the constructor) with ``torch.autograd.grad``, which writes no
+    ``.grad`` into the model, so nothing is counted twice. It moves :math:`w` one step of its own Adam
+    on :math:`\sum_i |G_i - \bar G\, r_i^\alpha|` and renormalises to :math:`\sum_i w_i = T`. The loop stays
+    ``total = gradnorm(losses); total.backward()``; the returned loss uses the weights before the update.
+
+    .. math::
+
+        \mathcal{L} = \sum_i w_i L_i, \qquad
+        L_\text{grad} = \sum_i \big| G_i - \mathrm{sg}[\bar G\, r_i^{\alpha}] \big|, \qquad
+        r_i = \frac{L_i(t)/L_i(0)}{\frac1T\sum_j L_j(t)/L_j(0)}
+
+    where:
+
+    - :math:`G_i = w_i\lVert\nabla_W L_i\rVert`, :math:`\bar G` their mean, :math:`L_i(0)` the first losses;
+    - :math:`\alpha \ge 0` is the restoring force (0: equal gradient norms);
+    - the update :math:`\partial L_\text{grad}/\partial w_i = \operatorname{sign}(G_i - \text{target}_i)
+      \lVert\nabla_W L_i\rVert` is exact (no second-order graph is needed).
+
+    Args:
+        num_tasks: number of tasks, ``>= 1``.
+        shared: the last shared layer: an ``nn.Module``, a parameter, or an iterable of parameters.
+        alpha: :math:`\alpha \ge 0`. Default 1.5 (the paper's NYUv2 value).
+        lr: learning rate of the weights' own Adam, ``> 0``. Default 0.025.
+        task_names: optional task names.
+
+    Example:
+        >>> import torch, awloss
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> trunk, heads = torch.nn.Linear(4, 8), torch.nn.Linear(8, 2)
+        >>> gn = awloss.GradNorm(2, shared=trunk)
+        >>> out = heads(trunk(torch.randn(16, 4)))
+        >>> total = gn(out[:, 0].pow(2).mean(), 100 * out[:, 1].pow(2).mean())
+        >>> total.backward()
+        >>> gn.weights.sum()  # the weights used for this step; the next ones are already updated
+        tensor(2.)
+
+    References:
+        Z. Chen, V. Badrinarayanan, C.-Y. Lee, A. Rabinovich, GradNorm: Gradient Normalization for
+        Adaptive Loss Balancing in Deep Multitask Networks, ICML 2018, https://arxiv.org/abs/1711.02257
+        (Eqs. 1-2, Alg. 1).
+
+    Note:
+        The paper updates :math:`w` with the network's optimizer; we use a private Adam (state in
+        buffers) so the user's optimizer never sees :math:`w`. SamsungLabs/MTL's per-task
+        ``backward(retain_graph=True)`` adds every task's gradient into the model a second time;
+        ``autograd.grad`` avoids that. Weights are clamped to stay > 0 before renormalising (the paper
+        does not say what happens when one would become negative). Calls in ``eval()`` mode, without
+        grad, or whose losses do not reach ``shared`` leave the weights unchanged.
+    """
+
+    name = "gradnorm"
+    stateful = True
+    requires_nonnegative = True
+
+    def __init__(
+        self,
+        num_tasks: int,
+        shared: nn.Module | Tensor | Iterable[Tensor],
+        *,
+        alpha: float = 1.5,
+        lr: float = 0.025,
+        task_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(num_tasks, task_names=task_names)
+        T = self.num_tasks
+        assert T is not None
+        params = [shared] if isinstance(shared, Tensor) else list(
+            shared.parameters() if isinstance(shared, nn.Module) else shared
+        )
+        if not params or not all(isinstance(p, Tensor) and p.requires_grad for p in params):
+            raise ValueError(
+                "Parameter `shared` must be the last shared layer (a module or parameters requiring grad), "
+                f"got {shared!r}."
+            )
+        self._shared: list[Tensor] = params  # plain list: not registered, not in state_dict
+        self.alpha = check_positive("alpha", alpha, strict=False)
+        self.lr = check_positive("lr", lr)
+        self.register_buffer("task_weights", torch.ones(T))
+        self.register_buffer("initial_losses", torch.ones(T))
+        self.register_buffer("has_initial", torch.zeros((), dtype=torch.bool))
+        for name in ("exp_avg", "exp_avg_sq"):
+            self.register_buffer(name, torch.zeros(T))
+        self.register_buffer("adam_step", torch.zeros(()))
+        self.register_buffer("grad_norms", torch.zeros(T), persistent=False)  # last G_i, for inspection
+        self.register_buffer("targets", torch.zeros(T), persistent=False)  # last targets
+
+    @classmethod
+    def _make_example(cls, num_tasks: int) -> GradNorm:
+        return cls(num_tasks, shared=nn.Linear(2, 2))
+
+    def reset_parameters(self) -> None:
+        self.task_weights.fill_(1.0)
+        self.initial_losses.fill_(1.0)
+        for b in (self.has_initial, self.exp_avg, self.exp_avg_sq, self.adam_step, self.grad_norms, self.targets):
+            b.zero_()
+
+    def _initial_weights(self) -> Tensor:
+        return self.task_weights.clone()
+
+    def forward(self, losses: Tensor) -> Tensor:
+        w = self.task_weights.to(torch.promote_types(losses.dtype, self.task_weights.dtype), copy=True)
+        self._set_weights(w)
+        out = (w * losses).sum()
+        if self.training and torch.is_grad_enabled() and losses.requires_grad:
+            self._update(losses)
+        return out
+
+    def _update(self, losses: Tensor) -> None:
+        T = losses.shape[0]
+        norms = []
+        for i in range(T):
+            grads = torch.autograd.grad(losses[i], self._shared, retain_graph=True, allow_unused=True)
+            sq = [g.detach().pow(2).sum() for g in grads if g is not None]
+            norms.append(torch.stack(sq).sum().sqrt() if sq else losses.new_zeros(()))
+        with torch.no_grad():
+            n = torch.stack(norms).to(self.task_weights.dtype)
+            L = losses.detach().to(self.task_weights.dtype)
+            self.initial_losses.copy_(torch.where(self.has_initial, self.initial_losses, L))
+            self.has_initial.fill_(True)
+            if not bool((n > 0).any()):
+                return
+            G = self.task_weights * n
+            L0 = self.initial_losses
+            rate = torch.where(L0 > 0, L / L0.clamp_min(torch.finfo(L.dtype).tiny), torch.ones_like(L))
+            r = rate / rate.mean().clamp_min(torch.finfo(L.dtype).tiny)
+            target = G.mean() * r.pow(self.alpha)
+            self.grad_norms.copy_(G)
+            self.targets.copy_(target)
+            grad = torch.sign(G - target) * n
+            adam_step(self.task_weights, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, lr=self.lr)
+            self.task_weights.clamp_(min=1e-6)
+            self.task_weights.mul_(T / self.task_weights.sum())
+
+    def extra_repr(self) -> str:
+        return f"num_tasks={self.num_tasks}, alpha={self.alpha}, lr={self.lr}"

@@ -1,0 +1,82 @@
+"""Small helpers shared by the loss-level methods: positivity checks and an in-place Adam step on buffers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["check_strictly_positive", "check_positive_losses", "adam_step", "as_weight_vector"]
+
+
+def check_strictly_positive(module: torch.nn.Module, vec: Tensor, why: str) -> None:
+    """Raise a clear error if a loss is ``<= 0`` (one host synchronisation; part of the input validation)."""
+    d = vec.detach()
+    if float(d.min()) > 0:  # one reduction, one sync; NaN fails it and is reported by the base check
+        return
+    names = getattr(module, "task_names", None)
+    for i, v in enumerate(d.tolist()):
+        if not v > 0:
+            label = f"`{names[i]}`" if names else f"`losses[{i}]`"
+            raise ValueError(
+                f"Loss {label} must be > 0 for {type(module).__name__} ({why}), got {v}; pass `eps > 0` to "
+                "shift every loss by eps, or make sure the loss cannot reach 0."
+            )
+
+
+def check_positive_losses(module: torch.nn.Module, vec: Tensor, base_check: Any, why: str) -> None:
+    """Finite and ``> 0`` in two host reads on the fast path; on failure the base check or ours names the loss."""
+    d = vec.detach()
+    if math.isfinite(float(d.sum())) and float(d.min()) > 0:
+        return
+    base_check(vec)
+    check_strictly_positive(module, vec, why)
+
+
+def as_weight_vector(name: str, value: object, num_tasks: int | None = None, *, positive: bool = False) -> Tensor:
+    """Validate a per-task float vector (a float is broadcast when ``num_tasks`` is given)."""
+    try:
+        t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"Parameter `{name}` must be a float or a sequence of floats, got {value!r}.") from None
+    if t.numel() == 1 and num_tasks is not None:
+        t = t.expand(num_tasks).clone()
+    if num_tasks is not None and t.numel() != num_tasks:
+        raise ValueError(f"Parameter `{name}` must have {num_tasks} entries (one per task), got {value!r}.")
+    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        raise ValueError(f"Parameter `{name}` must be finite, got {value!r}.")
+    if positive and not bool((t > 0).all()):
+        raise ValueError(f"Parameter `{name}` must be > 0 for every task, got {value!r}.")
+    return t.to(torch.get_default_dtype())
+
+
+@torch.no_grad()
+def adam_step(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: Tensor,
+    *,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> None:
+    """One Adam update (``torch.optim.Adam`` semantics, L2 ``weight_decay``) on tensors kept as buffers.
+
+    Keeping the moments and the step count in buffers puts the method's optimizer state inside its
+    ``state_dict``, so a checkpoint resumes with the identical next update. No host synchronisation.
+    """
+    b1, b2 = betas
+    if weight_decay != 0:
+        grad = grad + weight_decay * param
+    step.add_(1)
+    exp_avg.mul_(b1).add_(grad, alpha=1 - b1)
+    exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    bc1 = 1 - b1**step
+    bc2 = 1 - b2**step
+    denom = (exp_avg_sq / bc2).sqrt_().add_(eps)
+    param.sub_(lr * (exp_avg / bc1) / denom)

@@ -1,0 +1,77 @@
+"""``ScaleInvariant``: the sum of log-losses (the "SI" baseline of Navon et al. 2022)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .._inputs import check_positive
+from .._registry import register
+from ._base import Weighting
+from ._helpers import check_positive_losses
+
+__all__ = ["ScaleInvariant"]
+
+
+@register
+class ScaleInvariant(Weighting):
+    r"""Scale-invariant scalarisation: the sum of the log-losses, each weight :math:`1/L_i`.
+
+    Multiplying a task's loss by a constant adds a constant to the objective and leaves the gradient
+    unchanged, so no task dominates because of its units. It is also the analytic optimum of
+    uncertainty weighting: Kendall's weights at equilibrium are :math:`1/(2L_i)`, half of these.
+
+    .. math::
+
+        \mathcal{L} = \sum_{i=1}^{T} \log(L_i + \varepsilon), \qquad w_i = \frac{1}{L_i + \varepsilon}
+
+    where:
+
+    - :math:`L_i` is task *i*'s loss, which must be :math:`> 0` when :math:`\varepsilon = 0`;
+    - :math:`\varepsilon \ge 0` is an optional shift (``eps``).
+
+    Args:
+        num_tasks: expected number of tasks, or ``None`` (default) to accept any count.
+        eps: shift added to every loss before the log, ``>= 0``. Default 0 (the paper's formula); with 0,
+            a loss ``<= 0`` raises an error instead of giving ``-inf``.
+        task_names: optional task names.
+
+    Example:
+        >>> import torch, awloss
+        >>> si = awloss.ScaleInvariant()
+        >>> si(torch.tensor(0.5), torch.tensor(4.0))  # log 0.5 + log 4 = log 2
+        tensor(0.6931)
+        >>> si.weights
+        tensor([2.0000, 0.2500])
+
+    References:
+        A. Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022, https://arxiv.org/abs/2202.01017
+        (baseline "SI", Sec. 6).
+
+    Note:
+        Nash-MTL's code takes ``log`` of the raw loss with no guard; we raise a clear error on a loss
+        ``<= 0`` (or shift by ``eps``) instead of returning ``-inf``/NaN.
+    """
+
+    name = "si"
+    aliases = ("scale_invariant", "log_sum")
+    requires_nonnegative = True
+
+    def __init__(
+        self, num_tasks: int | None = None, *, eps: float = 0.0, task_names: Sequence[str] | None = None
+    ) -> None:
+        super().__init__(num_tasks, task_names=task_names)
+        self.eps = check_positive("eps", eps, strict=False)
+
+    def _check_values(self, vec: Tensor) -> None:
+        if self.eps == 0.0:
+            check_positive_losses(self, vec, super()._check_values, "it takes log L")
+        else:
+            super()._check_values(vec)
+
+    def forward(self, losses: Tensor) -> Tensor:
+        shifted = losses + self.eps if self.eps else losses
+        self._set_weights(torch.reciprocal(shifted.detach()))
+        return torch.log(shifted).sum()

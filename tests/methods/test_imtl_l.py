@@ -1,0 +1,54 @@
+"""IMTL-L (Liu et al., ICLR 2021): Σ e^s L − s, equilibrium weights 1/L (scaled losses all equal 1)."""
+
+import pytest
+import torch
+
+import awloss
+
+
+def test_value_weights_and_gradient_on_s():
+    imtl = awloss.IMTLL(2, init=[0.0, 1.0])
+    losses = torch.tensor([2.0, 0.5])
+    out = imtl(losses)
+    e = torch.tensor([1.0, 1.0]).exp()
+    assert out.item() == pytest.approx(1.0 * 2.0 - 0.0 + e[1].item() * 0.5 - 1.0)
+    out.backward()
+    # d/ds (e^s L - s) = e^s L - 1
+    torch.testing.assert_close(imtl.log_scale.grad, torch.tensor([2.0 - 1.0, e[1].item() * 0.5 - 1.0]))
+
+
+def test_adam_reaches_the_equilibrium_where_every_scaled_loss_is_one():
+    losses = torch.tensor([0.02, 1.0, 50.0])
+    imtl = awloss.IMTLL(3)
+    opt = torch.optim.Adam(imtl.param_groups(lr=0.05))
+    for _ in range(800):
+        opt.zero_grad()
+        imtl(losses).backward()
+        opt.step()
+    imtl(losses)
+    torch.testing.assert_close(imtl.weights * losses, torch.ones(3), rtol=1e-2, atol=0)
+    torch.testing.assert_close(imtl.weights, 1 / losses, rtol=1e-2, atol=0)  # = ScaleInvariant's weights
+
+
+def test_zero_loss_does_not_move_its_scale():
+    imtl = awloss.IMTLL(2)
+    opt = torch.optim.Adam(imtl.param_groups(lr=0.1))
+    for _ in range(200):
+        opt.zero_grad()
+        imtl(torch.tensor(1.0), torch.tensor(0.0)).backward()
+        opt.step()
+    assert imtl.log_scale[1].item() == 0.0
+    unmasked = awloss.IMTLL(2, mask_zero_losses=False)
+    unmasked(torch.tensor(1.0), torch.tensor(0.0)).backward()
+    assert unmasked.log_scale.grad[1].item() == -1.0  # the runaway the mask prevents
+
+
+def test_learnable_metadata_and_bad_init():
+    imtl = awloss.IMTLL(2)
+    assert imtl.learnable and imtl.param_groups(lr=0.1)[0]["weight_decay"] == 0.0
+    with pytest.raises(ValueError, match="`init` must have 2 entries"):
+        awloss.IMTLL(2, init=[0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="`init` must be finite"):
+        awloss.IMTLL(2, init=float("inf"))
+    with pytest.raises(ValueError, match=r"must be >= 0 for IMTLL, got -1.0"):
+        awloss.IMTLL(2)(torch.tensor(1.0), torch.tensor(-1.0))
