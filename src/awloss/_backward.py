@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ._inputs import as_loss_vector
 from .aggregation._base import Aggregator, GramianAggregator
+from .integrations.distributed import all_reduce_mean_many, is_distributed, sync_losses
 
 __all__ = ["backward"]
 
@@ -166,6 +167,9 @@ def backward(
         if not bool(finite.all()):
             i = int((~finite).nonzero()[0, 0])
             raise ValueError(f"Loss `losses[{i}]` must be finite, got {L[i].item()}.")
+    distributed = is_distributed()
+    if distributed:  # loss values of the global batch (gradient paths stay local), e.g. for DB-MTL's log
+        L = sync_losses(L)
     L = aggregator.transform_losses(L)
     T = L.shape[0]
     shared = _as_params(shared_params, "shared_params")
@@ -187,11 +191,24 @@ def backward(
         used = [(p, b) for p, b in zip(shared, blocks) if b is not None]
         if not used:
             raise ValueError("No parameter in `shared_params` is used by the losses.")
-        updates = _aggregate(aggregator, [b for _, b in used], T)
+        jac = [b for _, b in used]
+        if distributed:  # the Jacobian of the global batch: every rank aggregates the same thing
+            jac = all_reduce_mean_many(jac)
+        updates = _aggregate(aggregator, jac, T)
         for (p, _), u in zip(used, updates):
             _accumulate(p, u)
-        if heads:
+        if heads and distributed:  # by hand, not through DDP's reducer (it would see only the heads)
+            grads = torch.autograd.grad(L.sum(), heads, retain_graph=retain_graph, allow_unused=True)
+            pairs = [(h, g) for h, g in zip(heads, grads) if g is not None]
+            for (h, _), g in zip(pairs, all_reduce_mean_many([g for _, g in pairs])):
+                _accumulate(h, g)
+        elif heads:
             torch.autograd.backward(L.sum(), inputs=heads, retain_graph=retain_graph)
+    elif distributed:
+        raise NotImplementedError(
+            "awloss.backward(representation=...) is not supported under torch.distributed yet: pass the shared "
+            "parameters instead (their per-task gradients are averaged over the ranks)."
+        )
     else:
         (Jz,) = _per_task_grads(L, [representation], True, method)
         if Jz is None:
