@@ -83,6 +83,17 @@ def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Ten
     return [u.view(b.shape[1:]) for u, b in zip(update.split(sizes), blocks)]
 
 
+def _aggregate_scaled(
+    aggregator: Aggregator, blocks: list[Tensor], T: int, scale: float | None
+) -> tuple[list[Tensor], bool]:
+    """:func:`_aggregate` of GradScaler-scaled blocks: unscale, aggregate, re-scale; non-finite blocks pass through."""
+    if scale is None:
+        return _aggregate(aggregator, blocks, T), False
+    if not bool(torch.stack([torch.isfinite(b).all() for b in blocks]).all()):
+        return [b.sum(0) for b in blocks], True  # inf/NaN reach .grad: scaler.step skips this step
+    return [u * scale for u in _aggregate(aggregator, [b / scale for b in blocks], T)], False
+
+
 def _accumulate(p: Tensor, g: Tensor) -> None:
     g = g.to(p.dtype)
     if p.grad is None:
@@ -100,6 +111,7 @@ def backward(
     task_params: Iterable[Tensor] | None = None,
     retain_graph: bool = False,
     method: str = "batched",
+    scaler: Any = None,
 ) -> Tensor | None:
     r"""Back-propagate per-task ``losses``, aggregating the shared parameters' gradients with ``aggregator``.
 
@@ -129,6 +141,12 @@ def backward(
         retain_graph: keep the graph for another backward, like ``Tensor.backward``.
         method: ``"batched"`` (default: one vectorised backward with ``is_grads_batched``) or ``"loop"``
             (one ``autograd.grad`` per task, for models that ``vmap`` cannot batch).
+        scaler: a ``torch.amp.GradScaler`` (fp16 training; pass the *unscaled* losses). The per-task
+            gradients are taken of the scaled losses (no fp16 underflow) and unscaled before aggregating,
+            so methods whose update does not scale with :math:`J` (Nash-MTL, DB-MTL's log) stay exact;
+            ``.grad`` receives the scaled update for ``scaler.step``. A non-finite Jacobian is not
+            aggregated (the aggregator's state is untouched): it reaches ``.grad`` so that ``scaler.step``
+            skips the step, and ``None`` is returned.
 
     Returns:
         The aggregator's weights ``Tensor[T]`` (detached), or ``None`` for non-weighted aggregators (GradDrop).
@@ -172,6 +190,10 @@ def backward(
         L = sync_losses(L)
     L = aggregator.transform_losses(L)
     T = L.shape[0]
+    scale = None
+    if scaler is not None and scaler.is_enabled():
+        L = scaler.scale(L)
+        scale = float(scaler.get_scale())
     shared = _as_params(shared_params, "shared_params")
     if representation is None and not shared:
         raise ValueError("Argument `shared_params` is empty (or nothing in it requires grad).")
@@ -194,7 +216,7 @@ def backward(
         jac = [b for _, b in used]
         if distributed:  # the Jacobian of the global batch: every rank aggregates the same thing
             jac = all_reduce_mean_many(jac)
-        updates = _aggregate(aggregator, jac, T)
+        updates, overflow = _aggregate_scaled(aggregator, jac, T, scale)
         for (p, _), u in zip(used, updates):
             _accumulate(p, u)
         if heads and distributed:  # by hand, not through DDP's reducer (it would see only the heads)
@@ -213,11 +235,11 @@ def backward(
         (Jz,) = _per_task_grads(L, [representation], True, method)
         if Jz is None:
             raise ValueError("The losses do not depend on `representation`.")
-        (update_z,) = _aggregate(aggregator, [Jz], T)
+        (update_z,), overflow = _aggregate_scaled(aggregator, [Jz], T, scale)
         if heads:
             torch.autograd.backward(L.sum(), inputs=heads, retain_graph=True)
         if representation.grad_fn is not None and shared:
             torch.autograd.backward(representation, update_z, inputs=shared, retain_graph=retain_graph)
         elif representation.grad_fn is None:
             _accumulate(representation, update_z)
-    return aggregator._weights
+    return None if overflow else aggregator._weights
