@@ -136,7 +136,7 @@ def test_manual_optimisation_with_aggregator(name):
     model = LitAgg()
     assert model.automatic_optimization is False
     before = [p.clone() for p in model.net.parameters()]
-    trainer = _trainer(fast_dev_run=2)
+    trainer = _trainer(fast_dev_run=2, precision="bf16-mixed")
     trainer.fit(model, loader())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.net.parameters()))
     if getattr(model.aggregator, "weighted", True):
