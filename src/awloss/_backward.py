@@ -68,6 +68,27 @@ def _per_task_grads(L: Tensor, inputs: list[Tensor], retain: bool, method: str) 
     return out
 
 
+_COMPILED_HINT = (
+    "The model's backward cannot be {what} (a model compiled with torch.compile's inductor backend, say): "
+    "pass `representation=` (the output of the compiled shared trunk; the per-task gradients are then taken "
+    "in eager mode through the heads), or compile with `torch._functorch.config.donated_buffer = False` "
+    "and pass `method='loop'`."
+)
+
+
+def _task_grads(L: Tensor, inputs: list[Tensor], retain: bool, method: str) -> list[Tensor | None]:
+    """:func:`_per_task_grads` with a clear error for backwards that cannot be batched or replayed."""
+    try:
+        return _per_task_grads(L, inputs, retain, method)
+    except (RuntimeError, NotImplementedError) as e:
+        msg = str(e)
+        if "BatchedTensorImpl" in msg or "vmap" in msg:
+            raise RuntimeError(_COMPILED_HINT.format(what="batched with vmap")) from e
+        if "donated buffers" in msg:
+            raise RuntimeError(_COMPILED_HINT.format(what="run twice (its buffers are donated)")) from e
+        raise
+
+
 def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Tensor]:
     """Aggregate the per-input blocks ``[T, *shape]``; return the update of each block."""
     flat = [b.reshape(T, -1) for b in blocks]
@@ -209,22 +230,31 @@ def backward(
         heads = [p for p in _as_params(task_params, "task_params") if id(p) not in exclude]
 
     if representation is None:
-        blocks = _per_task_grads(L, shared, retain_graph or bool(heads), method)
+        # "batched": the heads' gradients come from the same vectorised backward, so the graph is walked once
+        # and not retained (models compiled with donated buffers, e.g. torch.compile's inductor, need that)
+        one_pass = method == "batched"
+        retain = retain_graph or (bool(heads) and not one_pass)
+        blocks = _task_grads(L, shared + heads if one_pass else shared, retain, method)
+        blocks, head_blocks = blocks[: len(shared)], blocks[len(shared) :]
         used = [(p, b) for p, b in zip(shared, blocks) if b is not None]
         if not used:
             raise ValueError("No parameter in `shared_params` is used by the losses.")
         jac = [b for _, b in used]
-        if distributed:  # the Jacobian of the global batch: every rank aggregates the same thing
-            jac = all_reduce_mean_many(jac)
+        head_grads: list[tuple[Tensor, Tensor]] = []
+        if one_pass:
+            head_grads = [(h, b.sum(0)) for h, b in zip(heads, head_blocks) if b is not None]
+        elif heads and distributed:
+            grads = torch.autograd.grad(L.sum(), heads, retain_graph=retain_graph, allow_unused=True)
+            head_grads = [(h, g) for h, g in zip(heads, grads) if g is not None]
+        if distributed:  # the Jacobian of the global batch (one collective): every rank aggregates the same
+            reduced = all_reduce_mean_many(jac + [g for _, g in head_grads])
+            jac, head_grads = reduced[: len(jac)], [(h, g) for (h, _), g in zip(head_grads, reduced[len(jac) :])]
         updates, overflow = _aggregate_scaled(aggregator, jac, T, scale)
         for (p, _), u in zip(used, updates):
             _accumulate(p, u)
-        if heads and distributed:  # by hand, not through DDP's reducer (it would see only the heads)
-            grads = torch.autograd.grad(L.sum(), heads, retain_graph=retain_graph, allow_unused=True)
-            pairs = [(h, g) for h, g in zip(heads, grads) if g is not None]
-            for (h, _), g in zip(pairs, all_reduce_mean_many([g for _, g in pairs])):
-                _accumulate(h, g)
-        elif heads:
+        for h, g in head_grads:  # by hand, never through DDP's reducer (it would see only the heads)
+            _accumulate(h, g)
+        if heads and not one_pass and not distributed:
             torch.autograd.backward(L.sum(), inputs=heads, retain_graph=retain_graph)
     elif distributed:
         raise NotImplementedError(
@@ -232,7 +262,7 @@ def backward(
             "parameters instead (their per-task gradients are averaged over the ranks)."
         )
     else:
-        (Jz,) = _per_task_grads(L, [representation], True, method)
+        (Jz,) = _task_grads(L, [representation], True, method)
         if Jz is None:
             raise ValueError("The losses do not depend on `representation`.")
         (update_z,), overflow = _aggregate_scaled(aggregator, [Jz], T, scale)
