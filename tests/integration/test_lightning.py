@@ -154,3 +154,6 @@ def test_ddp_two_cpu_processes(tmp_path):
     for k in r0["state"]:
         assert torch.equal(r0["state"][k], r1["state"][k]), k
     assert r0["steps"] == r1["steps"] == 3
+    assert r0["agg_steps"] == r1["agg_steps"] == 3  # upgrad in manual optimisation, same model on both ranks
+    for k in r0["agg_model"]:
+        assert torch.equal(r0["agg_model"][k], r1["agg_model"][k]), k
