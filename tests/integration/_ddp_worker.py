@@ -120,7 +120,8 @@ def run_aggregator(name: str, rank: int, world: int, distributed: bool, accum: b
             weights = awloss.backward(C.task_losses(net(x[sl]), y[sl]), list(model.trunk.parameters()), agg)
         opt.step()
         history.append(torch.zeros(0) if weights is None else weights.detach().clone())  # None: GradDrop
-    return {"weights": torch.stack(history), "model": {k: v.clone() for k, v in model.state_dict().items()}}
+    return {"weights": torch.stack(history), "model": {k: v.clone() for k, v in model.state_dict().items()},
+            "agg_state": {k: v.clone() for k, v in agg.state_dict().items()}}
 
 
 def run_all(rank: int, world: int, distributed: bool) -> dict:

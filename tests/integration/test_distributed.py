@@ -148,6 +148,7 @@ def test_ddp_aggregators_identical_and_match_single_process(ddp_results, referen
         rk = _get(r, (name, variant))
         assert torch.equal(rk["weights"], r0["weights"])
         _assert_equal_states(rk["model"], r0["model"], "model")
+        _assert_equal_states(rk["agg_state"], r0["agg_state"], "aggregator state")
     ref = _get(reference[world], (name, variant))
     torch.testing.assert_close(r0["model"], ref["model"], rtol=1e-7, atol=1e-9)
 
