@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .._inputs import check_positive
 from .._registry import register
-from ..integrations.distributed import all_reduce_mean, is_distributed
+from ..integrations.distributed import all_reduce_mean_many, is_distributed
 from ._base import Weighting
 from ._helpers import adam_step
 
@@ -131,16 +131,19 @@ class GradNorm(Weighting):
 
     def _update(self, losses: Tensor) -> None:
         T = losses.shape[0]
-        rows = []
+        distributed = self.sync is not False and is_distributed(self.process_group)
+        norms = []
         for i in range(T):
             grads = torch.autograd.grad(losses[i], self._shared, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([(torch.zeros_like(p) if g is None else g.detach()).reshape(-1)
-                                   for g, p in zip(grads, self._shared)]))
+            if distributed:  # G_i of the global batch, the same on every rank
+                grads = all_reduce_mean_many(
+                    [torch.zeros_like(p) if g is None else g.detach() for g, p in zip(grads, self._shared)],
+                    self.process_group,
+                )
+            per = [torch.linalg.vector_norm(g) for g in grads if g is not None]
+            norms.append(torch.linalg.vector_norm(torch.stack(per)) if per else losses.new_zeros(()))
         with torch.no_grad():
-            J = torch.stack(rows)
-            if self.sync is not False and is_distributed(self.process_group):
-                J = all_reduce_mean(J, self.process_group)  # G_i of the global batch, the same on every rank
-            n = J.norm(dim=1).to(self.task_weights.dtype)
+            n = torch.stack(norms).to(self.task_weights.dtype)
             L = losses.detach().to(self.task_weights.dtype)
             self.initial_losses.copy_(torch.where(self.has_initial, self.initial_losses, L))
             self.has_initial.fill_(True)
