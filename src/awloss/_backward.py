@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ._inputs import _split, as_loss_vector
 from .aggregation._base import Aggregator, GramianAggregator
+from .integrations.distributed import all_reduce_mean, is_distributed
 
 __all__ = ["backward"]
 
@@ -185,6 +186,8 @@ def backward(
     task_params: Iterable[Tensor] | None = None,
     retain_graph: bool = False,
     method: str = "auto",
+    sync: bool | str = "auto",
+    process_group: Any = None,
 ) -> Tensor | None:
     r"""Back-propagate per-task ``losses``, aggregating the shared parameters' gradients with ``aggregator``.
 
@@ -216,6 +219,13 @@ def backward(
             buffers reused across calls; fastest on CPU in our benchmark), ``"batched"`` (one vectorised
             ``is_grads_batched`` backward; fewer kernel launches on accelerators) or ``"auto"`` (default:
             ``"loop"`` on CPU, ``"batched"`` elsewhere).
+        sync: under ``torch.distributed`` with more than one rank (``"auto"``, the default, or ``True``),
+            average the per-task gradients and the heads' gradients over the ranks before aggregating,
+            so every rank computes the same weights and update: the update of the concatenated batch
+            (equal shards, mean-reduced losses). The shared parameters must not be synced a second time:
+            with a ``DistributedDataParallel`` model call ``awloss.backward`` inside ``model.no_sync()``.
+            ``False`` aggregates each rank's own gradients.
+        process_group: the group to average over (default: the world).
 
     Returns:
         The aggregator's weights ``Tensor[T]`` (detached), or ``None`` for non-weighted aggregators (GradDrop).
@@ -239,7 +249,8 @@ def backward(
 
     Note:
         TorchJD's ``mtl_backward`` stores the Jacobian in ``.jac`` and gives each head its own task's
-        gradient; we write the aggregated update directly and give the heads ``∇ΣLᵢ``. For DB-MTL the
+        gradient; we write the aggregated update directly and give the heads ``∇ΣLᵢ``. The ``"loop"``
+        method keeps a ``[T, n]`` buffer on the aggregator between calls (like TorchJD's ``.jac``). For DB-MTL the
         losses are log-transformed first (:meth:`Aggregator.transform_losses`), heads included.
     """
     if not isinstance(aggregator, Aggregator):
@@ -262,6 +273,14 @@ def backward(
     items = [x.to(L.dtype) for x in items]
     items = aggregator.transform_items(items)
     T = len(items)
+    distributed = sync is not False and is_distributed(process_group)
+    if distributed and representation is not None:
+        raise NotImplementedError(
+            "awloss.backward(..., representation=...) does not synchronise across ranks yet: the features of "
+            "different ranks are different samples. Use the parameter path or pass `sync=False`."
+        )
+    if distributed:
+        method = "loop" if method == "auto" else method
     if method == "auto":
         method = "loop" if items[0].device.type == "cpu" else "batched"
     shared = _as_params(shared_params, "shared_params")
@@ -276,11 +295,11 @@ def backward(
     heads: list[Tensor] = []
     if task_params is not None:
         heads = [p for p in _as_params(task_params, "task_params") if id(p) not in exclude]
-    elif representation is not None or method != "loop":
+    elif representation is not None or method != "loop" or distributed:
         stop = representation.grad_fn if representation is not None else None
         heads = _leaves(items, stop, exclude)
 
-    if representation is None and method == "loop" and task_params is None:
+    if representation is None and method == "loop" and task_params is None and not distributed:
         flat, used = _loop_backward(items, shared, retain_graph, cache)  # heads accumulate ∇ΣLᵢ themselves
         if not any(used):
             raise ValueError("No parameter in `shared_params` is used by the losses.")
@@ -296,6 +315,15 @@ def backward(
         used = [(p, b) for p, b in zip(shared, blocks) if b is not None]
         if not used:
             raise ValueError("No parameter in `shared_params` is used by the losses.")
+        if distributed:  # one all-reduce of the flat Jacobian, one of the heads' gradients
+            flat = all_reduce_mean(torch.cat([b.reshape(T, -1) for _, b in used], dim=1), process_group)
+            blocks_ = list(flat.split([b[0].numel() for _, b in used], dim=1))
+            used = [(p, blk.view(b.shape)) for (p, b), blk in zip(used, blocks_)]
+            present = [k for k, g in enumerate(head_grads) if g is not None]
+            if present:
+                hflat = all_reduce_mean(torch.cat([head_grads[k].reshape(-1) for k in present]), process_group)
+                for k, g in zip(present, hflat.split([head_grads[k].numel() for k in present])):
+                    head_grads[k] = g.view(head_grads[k].shape)
         updates = _aggregate(aggregator, [b for _, b in used], T)
         for (p, _), u in zip(used, updates):
             _accumulate(p, u)
