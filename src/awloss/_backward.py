@@ -271,9 +271,14 @@ def backward(
         zero = L.new_zeros(()) * L.sum()
         items = [zero if x is None else x for x in items]
     items = [x.to(L.dtype) for x in items]
-    items = aggregator.transform_items(items)
     T = len(items)
     distributed = sync is not False and is_distributed(process_group)
+    if distributed and type(aggregator).transform_losses is not Aggregator.transform_losses:
+        # a non-linear transform (DB-MTL's log) must see the global loss values: average the values over
+        # the ranks and keep each rank's gradient path, so the averaged Jacobian is that of the whole batch
+        mean = all_reduce_mean(torch.stack([x.detach() for x in items]), process_group)
+        items = [m + (x - x.detach()) for m, x in zip(mean.unbind(0), items)]
+    items = aggregator.transform_items(items)
     if distributed and representation is not None:
         raise NotImplementedError(
             "awloss.backward(..., representation=...) does not synchronise across ranks yet: the features of "

@@ -89,7 +89,7 @@ def run_aggregator(name: str, rank: int, world: int, distributed: bool) -> dict:
         opt.zero_grad()
         weights = awloss.backward(C.task_losses(net(x[sl]), y[sl]), list(model.trunk.parameters()), agg)
         opt.step()
-        history.append(torch.as_tensor(weights).detach().clone())
+        history.append(torch.zeros(0) if weights is None else torch.as_tensor(weights).detach().clone())  # GradDrop: None
     return {"weights": torch.stack(history), "model": {k: v.clone() for k, v in model.state_dict().items()}}
 
 

@@ -139,7 +139,8 @@ def test_manual_optimisation_with_aggregator(name):
     trainer = _trainer(fast_dev_run=2)
     trainer.fit(model, loader())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.net.parameters()))
-    assert all(f"weight/{t}" in trainer.callback_metrics for t in TASKS)
+    if model.aggregator._weights is not None:  # GradDrop is not a weighting: awloss.backward returns None
+        assert all(f"weight/{t}" in trainer.callback_metrics for t in TASKS)
 
 
 def test_ddp_two_cpu_processes(tmp_path):
