@@ -97,7 +97,8 @@ class DBMTL(Aggregator):
         self._step += 1
         self.step.fill_(self._step)
         beta_t = self.beta / self._step**self.beta_sigma
-        ema = (beta_t * self.grad_ema.to(J.dtype) + (1 - beta_t) * J).detach()
+        ema = self.grad_ema if self.grad_ema.dtype == J.dtype else self.grad_ema.to(J.dtype)
+        ema = ema.mul(beta_t).add_(J.detach(), alpha=1 - beta_t)
         self.grad_ema = ema
         norms = ema.norm(dim=1)
         alpha = torch.where(norms > 0, norms.max() / torch.where(norms > 0, norms, 1.0), 0.0)
