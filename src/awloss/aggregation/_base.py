@@ -64,6 +64,12 @@ class Aggregator(nn.Module):
         """Map the losses before differentiation (identity; DB-MTL takes their log). Used by :func:`awloss.backward`."""
         return losses
 
+    def transform_items(self, items: list[Tensor]) -> list[Tensor]:
+        """:meth:`transform_losses` applied to a list of scalar losses, keeping them separate."""
+        if type(self).transform_losses is Aggregator.transform_losses:
+            return items
+        return [self.transform_losses(x) for x in items]
+
     # ------------------------------------------------------------ reporting
     @property
     def weights(self) -> Tensor:

@@ -79,9 +79,16 @@ class DBMTL(Aggregator):
             self._step = int(state_dict[prefix + "step"])
 
     def transform_losses(self, losses: Tensor) -> Tensor:
-        if self.check and not torch.compiler.is_compiling() and not bool((losses.detach() >= 0).all()):
-            raise ValueError(f"DB-MTL takes the log of the losses: they must be >= 0, got {losses.detach().tolist()}.")
+        self._check_nonnegative(losses.detach().reshape(-1))
         return torch.log(losses + self.eps)
+
+    def transform_items(self, items: list[Tensor]) -> list[Tensor]:
+        self._check_nonnegative(torch.stack([x.detach() for x in items]))
+        return [torch.log(x + self.eps) for x in items]
+
+    def _check_nonnegative(self, values: Tensor) -> None:
+        if self.check and not torch.compiler.is_compiling() and not bool((values >= 0).all()):
+            raise ValueError(f"DB-MTL takes the log of the losses: they must be >= 0, got {values.tolist()}.")
 
     def forward(self, jacobian: Tensor) -> Tensor:
         J = jacobian

@@ -133,8 +133,8 @@ class GradNorm(Weighting):
         norms = []
         for i in range(T):
             grads = torch.autograd.grad(losses[i], self._shared, retain_graph=True, allow_unused=True)
-            sq = [g.detach().pow(2).sum() for g in grads if g is not None]
-            norms.append(torch.stack(sq).sum().sqrt() if sq else losses.new_zeros(()))
+            per = [torch.linalg.vector_norm(g) for g in grads if g is not None]
+            norms.append(torch.linalg.vector_norm(torch.stack(per)) if per else losses.new_zeros(()))
         with torch.no_grad():
             n = torch.stack(norms).to(self.task_weights.dtype)
             L = losses.detach().to(self.task_weights.dtype)
