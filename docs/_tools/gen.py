@@ -312,9 +312,9 @@ BENCH = ROOT / "docs" / "assets" / "bench"
 
 
 def bench_results(page_uri: str = "") -> str:
-    """The committed ``awloss bench`` results (docs/assets/bench/<run>/{summary.md,*.png}), newest first."""
+    """The committed ``awloss bench`` results (docs/assets/bench/<run>/{summary.md,*.png}), in folder order."""
     prefix = "../" * page_uri.count("/")
-    runs = sorted((p for p in BENCH.glob("*") if p.is_dir()), reverse=True) if BENCH.exists() else []
+    runs = sorted(p for p in BENCH.glob("*") if p.is_dir()) if BENCH.exists() else []
     if not runs:
         return "*No `awloss bench` results are committed yet.*"
     out = []
