@@ -30,4 +30,5 @@ shoot uncertainty "uncertainty/" 1600
 shoot method-uw "methods/uw/" 1600
 shoot migrating "migrating/" 1400
 shoot engines "engines/" 1400
+shoot benchmarks "benchmarks/" 3000
 shoot method-mgda "methods/mgda/" 1400

@@ -72,8 +72,8 @@ NOTES: dict[str, tuple[str, str, str]] = {
     "imtl_g": ("Liu et al., ICLR 2021", "https://openreview.net/forum?id=IMPnRXEWpvr",
                "Equal projections of the update on every task gradient; closed form. NYUv2 Δm −0.8, QM9 77.2."),
     "nash_mtl": ("Navon et al., ICML 2022", "https://arxiv.org/abs/2202.01017",
-                 "Bargaining solution; best Δm in its paper (NYUv2 −4.0, QM9 62.0). The most expensive "
-                 "per step."),
+                 "Bargaining solution; best Δm in its paper (NYUv2 −4.0, QM9 62.0). Solved on the device "
+                 "here, so it costs what the other aggregators cost (LibMTL's cvxpy version: 50–60× a plain step)."),
     "graddrop": ("Chen et al., NeurIPS 2020", "https://arxiv.org/abs/2010.06808",
                  "Sign conflicts between tasks; drops gradient components by sign consistency."),
     "gradvac": ("Wang et al., ICLR 2021", "https://arxiv.org/abs/2010.05874",
@@ -312,9 +312,9 @@ BENCH = ROOT / "docs" / "assets" / "bench"
 
 
 def bench_results(page_uri: str = "") -> str:
-    """The committed ``awloss bench`` results (docs/assets/bench/<run>/{summary.md,*.png}), newest first."""
+    """The committed ``awloss bench`` results (docs/assets/bench/<run>/{summary.md,*.png}), in folder order."""
     prefix = "../" * page_uri.count("/")
-    runs = sorted((p for p in BENCH.glob("*") if p.is_dir()), reverse=True) if BENCH.exists() else []
+    runs = sorted(p for p in BENCH.glob("*") if p.is_dir()) if BENCH.exists() else []
     if not runs:
         return "*No `awloss bench` results are committed yet.*"
     out = []
