@@ -266,11 +266,13 @@ def backward(
         if not bool(finite.all()):
             i = int((~finite).nonzero()[0, 0])
             raise ValueError(f"Loss `losses[{i}]` must be finite, got {L[i].item()}.")
-    items = [x.reshape(()) if isinstance(x, Tensor) and x.requires_grad else None for x in items]
+    items = [
+        (x if x.dim() == 0 else x.reshape(())) if isinstance(x, Tensor) and x.requires_grad else None for x in items
+    ]
     if any(x is None for x in items):  # constants and absent tasks have zero gradients
         zero = L.new_zeros(()) * L.sum()
         items = [zero if x is None else x for x in items]
-    items = [x.to(L.dtype) for x in items]
+    items = [x if x.dtype == L.dtype else x.to(L.dtype) for x in items]
     T = len(items)
     distributed = sync is not False and is_distributed(process_group)
     if distributed and type(aggregator).transform_losses is not Aggregator.transform_losses:
