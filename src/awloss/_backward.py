@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ._inputs import _split, as_loss_vector
 from .aggregation._base import Aggregator, GramianAggregator
-from .integrations.distributed import all_reduce_mean, is_distributed
+from .integrations.distributed import all_reduce_mean, all_reduce_mean_many, is_distributed
 
 __all__ = ["backward"]
 
@@ -169,6 +169,38 @@ def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Ten
     return [u.view(b.shape[1:]) for u, b in zip(update.split(sizes), blocks)]
 
 
+def _aggregate_scaled(
+    aggregator: Aggregator, blocks: list[Tensor], T: int, scale: float | None
+) -> tuple[list[Tensor], bool]:
+    """:func:`_aggregate` of GradScaler-scaled blocks: unscale, aggregate, re-scale; non-finite blocks pass through."""
+    if scale is None:
+        return _aggregate(aggregator, blocks, T), False
+    if not bool(torch.stack([torch.isfinite(b).all() for b in blocks]).all()):
+        return [b.sum(0) for b in blocks], True  # inf/NaN reach .grad: scaler.step skips this step
+    return [u * scale for u in _aggregate(aggregator, [b / scale for b in blocks], T)], False
+
+
+_COMPILED_HINT = (
+    "The model's backward cannot be {what} (a model compiled with torch.compile's inductor backend, say): "
+    "pass `representation=` (the output of the compiled shared trunk; the per-task gradients are then taken "
+    "in eager mode through the heads), or compile with `torch._functorch.config.donated_buffer = False` "
+    "and pass `method='loop'`."
+)
+
+
+def _task_grads(*args: Any) -> tuple[list[Tensor | None], list[Tensor | None]]:
+    """:func:`_per_task_grads` with a clear error for backwards that cannot be batched or replayed."""
+    try:
+        return _per_task_grads(*args)
+    except (RuntimeError, NotImplementedError) as e:
+        msg = str(e)
+        if "BatchedTensorImpl" in msg or "vmap" in msg:
+            raise RuntimeError(_COMPILED_HINT.format(what="batched with vmap")) from e
+        if "donated buffers" in msg:
+            raise RuntimeError(_COMPILED_HINT.format(what="run twice (its buffers are donated)")) from e
+        raise
+
+
 def _accumulate(p: Tensor, g: Tensor) -> None:
     g = g.to(p.dtype)
     if p.grad is None:
@@ -186,8 +218,7 @@ def backward(
     task_params: Iterable[Tensor] | None = None,
     retain_graph: bool = False,
     method: str = "auto",
-    sync: bool | str = "auto",
-    process_group: Any = None,
+    scaler: Any = None,
 ) -> Tensor | None:
     r"""Back-propagate per-task ``losses``, aggregating the shared parameters' gradients with ``aggregator``.
 
@@ -219,13 +250,17 @@ def backward(
             buffers reused across calls; fastest on CPU in our benchmark), ``"batched"`` (one vectorised
             ``is_grads_batched`` backward; fewer kernel launches on accelerators) or ``"auto"`` (default:
             ``"loop"`` on CPU, ``"batched"`` elsewhere).
-        sync: under ``torch.distributed`` with more than one rank (``"auto"``, the default, or ``True``),
-            average the per-task gradients and the heads' gradients over the ranks before aggregating,
-            so every rank computes the same weights and update: the update of the concatenated batch
-            (equal shards, mean-reduced losses). The shared parameters must not be synced a second time:
-            with a ``DistributedDataParallel`` model call ``awloss.backward`` inside ``model.no_sync()``.
-            ``False`` aggregates each rank's own gradients.
-        process_group: the group to average over (default: the world).
+        scaler: a ``torch.amp.GradScaler`` (fp16 training; pass the *unscaled* losses). The per-task
+            gradients are taken of the scaled losses (no fp16 underflow) and unscaled before aggregating,
+            so methods whose update does not scale with :math:`J` (Nash-MTL, DB-MTL's log) stay exact;
+            ``.grad`` receives the scaled update for ``scaler.step``. A non-finite Jacobian is not
+            aggregated (the aggregator's state is untouched): it reaches ``.grad`` so that ``scaler.step``
+            skips the step, and ``None`` is returned.
+
+    Under ``torch.distributed`` (DDP) the loss values, the per-task gradients of the shared parameters and
+    the heads' gradients are averaged over the ranks (one all-reduce), so every rank aggregates the
+    Jacobian of the global batch and applies the same update; ``.grad`` is written without DDP's reducer
+    (no "marked ready twice", ``no_sync()`` is harmless), see :mod:`awloss.integrations.distributed`.
 
     Returns:
         The aggregator's weights ``Tensor[T]`` (detached), or ``None`` for non-weighted aggregators (GradDrop).
@@ -249,8 +284,7 @@ def backward(
 
     Note:
         TorchJD's ``mtl_backward`` stores the Jacobian in ``.jac`` and gives each head its own task's
-        gradient; we write the aggregated update directly and give the heads ``∇ΣLᵢ``. The ``"loop"``
-        method keeps a ``[T, n]`` buffer on the aggregator between calls (like TorchJD's ``.jac``). For DB-MTL the
+        gradient; we write the aggregated update directly and give the heads ``∇ΣLᵢ``. For DB-MTL the
         losses are log-transformed first (:meth:`Aggregator.transform_losses`), heads included.
     """
     if not isinstance(aggregator, Aggregator):
@@ -273,21 +307,16 @@ def backward(
         zero = L.new_zeros(()) * L.sum()
         items = [zero if x is None else x for x in items]
     items = [x if x.dtype == L.dtype else x.to(L.dtype) for x in items]
-    T = len(items)
-    distributed = sync is not False and is_distributed(process_group)
-    if distributed and type(aggregator).transform_losses is not Aggregator.transform_losses:
-        # a non-linear transform (DB-MTL's log) must see the global loss values: average the values over
-        # the ranks and keep each rank's gradient path, so the averaged Jacobian is that of the whole batch
-        mean = all_reduce_mean(torch.stack([x.detach() for x in items]), process_group)
-        items = [m + (x - x.detach()) for m, x in zip(mean.unbind(0), items)]
+    distributed = is_distributed()
+    if distributed:  # loss values of the global batch, gradient paths local (e.g. for DB-MTL's log)
+        values = all_reduce_mean(torch.stack([x.detach() for x in items]))
+        items = [v + (x - x.detach()) for v, x in zip(values.unbind(0), items)]
     items = aggregator.transform_items(items)
-    if distributed and representation is not None:
-        raise NotImplementedError(
-            "awloss.backward(..., representation=...) does not synchronise across ranks yet: the features of "
-            "different ranks are different samples. Use the parameter path or pass `sync=False`."
-        )
-    if distributed:
-        method = "loop" if method == "auto" else method
+    T = len(items)
+    scale = None
+    if scaler is not None and scaler.is_enabled():
+        items = [scaler.scale(x) for x in items]
+        scale = float(scaler.get_scale())
     if method == "auto":
         method = "loop" if items[0].device.type == "cpu" else "batched"
     shared = _as_params(shared_params, "shared_params")
@@ -306,39 +335,42 @@ def backward(
         stop = representation.grad_fn if representation is not None else None
         heads = _leaves(items, stop, exclude)
 
+    # full per-task backward passes would fire DDP's reducer hooks: under DDP, autograd.grad only
     if representation is None and method == "loop" and task_params is None and not distributed:
         flat, used = _loop_backward(items, shared, retain_graph, cache)  # heads accumulate ∇ΣLᵢ themselves
         if not any(used):
             raise ValueError("No parameter in `shared_params` is used by the losses.")
-        (update,) = _aggregate(aggregator, [flat], T)
+        (update,), overflow = _aggregate_scaled(aggregator, [flat], T, scale)
         off = 0
         for p, u in zip(shared, used):
             if u:
                 _accumulate(p, update[off : off + p.numel()].view(p.shape))
             off += p.numel()
-        return aggregator._weights
+        return None if overflow else aggregator._weights
     if representation is None:
-        blocks, head_grads = _per_task_grads(items, shared, heads, retain_graph, method, cache)
+        blocks, head_grads = _task_grads(items, shared, heads, retain_graph, method, cache)
         used = [(p, b) for p, b in zip(shared, blocks) if b is not None]
         if not used:
             raise ValueError("No parameter in `shared_params` is used by the losses.")
-        if distributed:  # one all-reduce of the flat Jacobian, one of the heads' gradients
-            flat = all_reduce_mean(torch.cat([b.reshape(T, -1) for _, b in used], dim=1), process_group)
-            blocks_ = list(flat.split([b[0].numel() for _, b in used], dim=1))
-            used = [(p, blk.view(b.shape)) for (p, b), blk in zip(used, blocks_)]
-            present = [k for k, g in enumerate(head_grads) if g is not None]
-            if present:
-                hflat = all_reduce_mean(torch.cat([head_grads[k].reshape(-1) for k in present]), process_group)
-                for k, g in zip(present, hflat.split([head_grads[k].numel() for k in present])):
-                    head_grads[k] = g.view(head_grads[k].shape)
-        updates = _aggregate(aggregator, [b for _, b in used], T)
+        jac = [b for _, b in used]
+        if distributed:  # the Jacobian of the global batch and the heads' mean gradients, one collective
+            kept = [g for g in head_grads if g is not None]
+            reduced = all_reduce_mean_many(jac + kept)
+            jac, it = reduced[: len(jac)], iter(reduced[len(jac) :])
+            head_grads = [None if g is None else next(it) for g in head_grads]
+        updates, overflow = _aggregate_scaled(aggregator, jac, T, scale)
         for (p, _), u in zip(used, updates):
             _accumulate(p, u)
+    elif distributed:
+        raise NotImplementedError(
+            "awloss.backward(representation=...) is not supported under torch.distributed yet: pass the shared "
+            "parameters instead (their per-task gradients are averaged over the ranks)."
+        )
     else:
-        (Jz,), head_grads = _per_task_grads(items, [representation], heads, True, method, cache)
+        (Jz,), head_grads = _task_grads(items, [representation], heads, True, method, cache)
         if Jz is None:
             raise ValueError("The losses do not depend on `representation`.")
-        (update_z,) = _aggregate(aggregator, [Jz], T)
+        (update_z,), overflow = _aggregate_scaled(aggregator, [Jz], T, scale)
         if representation.grad_fn is not None and shared:
             torch.autograd.backward(representation, update_z, inputs=shared, retain_graph=retain_graph)
         elif representation.grad_fn is None:
@@ -346,4 +378,4 @@ def backward(
     for p, g in zip(heads, head_grads):
         if g is not None:
             _accumulate(p, g)
-    return aggregator._weights
+    return None if overflow else aggregator._weights
