@@ -300,11 +300,13 @@ def backward(
         if not bool(finite.all()):
             i = int((~finite).nonzero()[0, 0])
             raise ValueError(f"Loss `losses[{i}]` must be finite, got {L[i].item()}.")
-    items = [x.reshape(()) if isinstance(x, Tensor) and x.requires_grad else None for x in items]
+    items = [
+        (x if x.dim() == 0 else x.reshape(())) if isinstance(x, Tensor) and x.requires_grad else None for x in items
+    ]
     if any(x is None for x in items):  # constants and absent tasks have zero gradients
         zero = L.new_zeros(()) * L.sum()
         items = [zero if x is None else x for x in items]
-    items = [x.to(L.dtype) for x in items]
+    items = [x if x.dtype == L.dtype else x.to(L.dtype) for x in items]
     distributed = is_distributed()
     if distributed:  # loss values of the global batch, gradient paths local (e.g. for DB-MTL's log)
         values = all_reduce_mean(torch.stack([x.detach() for x in items]))

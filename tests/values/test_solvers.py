@@ -73,6 +73,6 @@ def test_cagrad_falls_back_to_the_homotopy_when_the_active_set_cycles(monkeypatc
     for seed in range(120):  # rank-deficient systems make the primal-dual active set cycle now and then
         g = torch.Generator().manual_seed(seed)
         J = torch.randn(10, 5, generator=g, dtype=torch.float64) @ torch.randn(5, 50, generator=g, dtype=torch.float64)
-        w, ok = S.cagrad_dual(J @ J.T, 0.4)
+        _, ok = S.cagrad_dual(J @ J.T, 0.4)
         assert bool(ok), f"seed {seed}"
     assert calls and all(calls), "the homotopy was exercised and converged every time"

@@ -7,8 +7,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from .._inputs import check_int
-
 __all__ = ["Aggregator", "GramianAggregator", "SolverError"]
 
 
@@ -183,7 +181,3 @@ class GramianAggregator(Aggregator):
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Return the weights ``Tensor[T]`` for ``gramian`` (``G = JJᵀ``)."""
         raise NotImplementedError
-
-
-def check_num_tasks(num_tasks: int | None) -> int | None:
-    return None if num_tasks is None else check_int("num_tasks", num_tasks)

@@ -19,8 +19,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["work_dtype", "normalize_gramian", "nnqp", "min_norm_simplex", "cagrad_dual", "nash_bargaining",
-           "project_simplex"]
+__all__ = [
+    "cagrad_dual",
+    "min_norm_simplex",
+    "nash_bargaining",
+    "nnqp",
+    "normalize_gramian",
+    "project_simplex",
+    "work_dtype",
+]
 
 
 def work_dtype(t: Tensor) -> torch.dtype:
@@ -177,8 +184,11 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
 
     def kkt(v: Tensor, mu: Tensor) -> Tensor:
         lam = A @ v + b - mu
-        return (v >= -tol).all() & (lam >= -tol).all() & torch.isfinite(v).all() & (
-            (v @ A @ v - r2).abs() <= 1e-6 * (r2 + 1e-30)
+        return (
+            (v >= -tol).all()
+            & (lam >= -tol).all()
+            & torch.isfinite(v).all()
+            & ((v @ A @ v - r2).abs() <= 1e-6 * (r2 + 1e-30))
         )
 
     # fast path: primal-dual active set on the support (a few iterations; may cycle, so it is verified)
