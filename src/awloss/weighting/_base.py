@@ -135,7 +135,7 @@ class Weighting(nn.Module):
         return dict(zip(names, w))
 
     def _set_weights(self, weights: Tensor) -> None:
-        self._weights = weights.detach()
+        self.__dict__["_weights"] = weights.detach()  # a plain attribute: skip nn.Module.__setattr__ (hot path)
 
     def _initial_weights(self) -> Tensor | None:
         return None
@@ -218,7 +218,7 @@ class Weighting(nn.Module):
 
     def _watch_parameters(self, vec: Tensor) -> None:
         """Warn once if the learnable parameters never change while the losses do (not in an optimizer)."""
-        self._calls += 1
+        self.__dict__["_calls"] = self._calls + 1  # hot path: skip nn.Module.__setattr__
         if self._warned_stale or self._calls % self.stale_check_every not in (0, 1):
             return
         params = [p.detach().reshape(-1) for p in self.parameters()]
