@@ -25,6 +25,7 @@ shoot() {  # name, path, height
   echo "$OUT/$1.png"
 }
 shoot home "" 1100
+shoot getting-started "getting-started/" 1500
 shoot choosing "choosing/" 4200
 shoot uncertainty "uncertainty/" 1600
 shoot method-uw "methods/uw/" 1600

@@ -188,15 +188,10 @@ _COMPILED_HINT = (
 )
 
 
-def _task_grads(*args: Any) -> tuple[list[Tensor | None], list[Tensor | None]]:
-    """:func:`_per_task_grads` with a clear error for backwards that cannot be batched or replayed."""
-    return _explained(_per_task_grads, *args)
-
-
-def _explained(fn: Any, *args: Any) -> Any:
-    """Call ``fn(*args)``, turning vmap / donated-buffer failures of compiled backwards into a clear error."""
+def _task_grads(*args: Any, fn: Any = None) -> Any:
+    """:func:`_per_task_grads` (or ``fn``) with a clear error for backwards that cannot be batched or replayed."""
     try:
-        return fn(*args)
+        return (fn or _per_task_grads)(*args)
     except (RuntimeError, NotImplementedError) as e:
         msg = str(e)
         if "BatchedTensorImpl" in msg or "vmap" in msg:
@@ -342,7 +337,7 @@ def backward(
 
     # full per-task backward passes would fire DDP's reducer hooks: under DDP, autograd.grad only
     if representation is None and method == "loop" and task_params is None and not distributed:
-        flat, used = _explained(_loop_backward, items, shared, retain_graph, cache)  # heads accumulate ∇ΣLᵢ themselves
+        flat, used = _task_grads(items, shared, retain_graph, cache, fn=_loop_backward)  # heads get ∇ΣLᵢ
         if not any(used):
             raise ValueError("No parameter in `shared_params` is used by the losses.")
         (update,), overflow = _aggregate_scaled(aggregator, [flat], T, scale)

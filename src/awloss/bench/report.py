@@ -76,7 +76,10 @@ def _fmt(ms: tuple[float, float] | None, digits: int = 3) -> str:
     scale = max(abs(m), abs(s))
     prec = max(0, digits - 1 - int(math.floor(math.log10(scale)))) if scale > 1e-12 else 2
     prec = min(prec, 4)
-    return f"{m:.{prec}f} ± {s:.{prec}f}"
+    mean = f"{m:.{prec}f}"
+    if mean.startswith("-") and float(mean) == 0:
+        mean = mean[1:]  # no "-0.00"
+    return f"{mean} ± {s:.{prec}f}"
 
 
 def _grid(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:

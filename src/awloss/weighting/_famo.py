@@ -157,7 +157,7 @@ class FAMO(Weighting):
             raise RuntimeError("FAMO.update() needs a training call first: `total = famo(losses)` before the step.")
         delta = self.prev_log_gap - torch.log(new.detach().to(self.logits.dtype) - self.shift)
         z = torch.softmax(self.logits, dim=0)
-        grad = z * (delta - (z * delta).sum())  # (∂z/∂ξ)ᵀ δ for the softmax Jacobian
+        grad = z * (delta - torch.dot(z, delta))  # (∂z/∂ξ)ᵀ δ for the softmax Jacobian
         adam_step(
             self.logits, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, self._next_count(),
             lr=self.lr, weight_decay=self.gamma,
