@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._inputs import as_loss_vector
+from ._inputs import _split, as_loss_vector
 from .aggregation._base import Aggregator, GramianAggregator
+from .integrations.distributed import all_reduce_mean, all_reduce_mean_many, is_distributed
 
 __all__ = ["backward"]
 
@@ -29,11 +30,11 @@ def _as_params(params: Any, what: str) -> list[Tensor]:
     return out
 
 
-def _leaves(root: Tensor, stop: Any, exclude: set[int]) -> list[Tensor]:
-    """Leaf tensors requiring grad reachable from ``root`` without passing through the node ``stop``."""
+def _leaves(roots: list[Tensor], stop: Any, exclude: set[int]) -> list[Tensor]:
+    """Leaf tensors requiring grad reachable from ``roots`` without passing through the node ``stop``."""
     out: list[Tensor] = []
     seen: set[Any] = set()
-    stack = [root.grad_fn]
+    stack = [r.grad_fn for r in roots]
     while stack:
         fn = stack.pop()
         if fn is None or fn is stop or fn in seen:
@@ -49,22 +50,108 @@ def _leaves(root: Tensor, stop: Any, exclude: set[int]) -> list[Tensor]:
     return out
 
 
-def _per_task_grads(L: Tensor, inputs: list[Tensor], retain: bool, method: str) -> list[Tensor | None]:
-    T = L.shape[0]
+def _per_task_grads(
+    items: list[Tensor], inputs: list[Tensor], extra: list[Tensor], retain: bool, method: str, cache: dict
+) -> tuple[list[Tensor | None], list[Tensor | None]]:
+    """Per-task gradients of ``inputs`` stacked as ``[T, *shape]``, and ``∇ΣLᵢ`` of ``extra`` (the heads).
+
+    ``items`` are the scalar losses as given (never stacked: backpropagating through a stack would run
+    every head for every task). ``"loop"`` makes one ``autograd.grad`` per task and copies into buffers
+    kept in ``cache`` between calls (no fresh pages per step); ``"batched"`` makes one vectorised call
+    with ``is_grads_batched`` and a second small one for ``extra``.
+    """
+    T = len(items)
     if method == "batched":
-        eye = torch.eye(T, dtype=L.dtype, device=L.device)
-        return list(torch.autograd.grad(L, inputs, eye, retain_graph=retain, is_grads_batched=True, allow_unused=True))
-    rows = [
-        torch.autograd.grad(L[t], inputs, retain_graph=retain or t < T - 1, allow_unused=True) for t in range(T)
-    ]
-    out: list[Tensor | None] = []
-    for k, p in enumerate(inputs):
-        col = [r[k] for r in rows]
-        if all(c is None for c in col):
-            out.append(None)
-        else:
-            out.append(torch.stack([torch.zeros_like(p) if c is None else c for c in col]))
-    return out
+        eye = torch.eye(T, dtype=items[0].dtype, device=items[0].device)
+        out = torch.autograd.grad(
+            items,
+            inputs,
+            [eye[:, t] for t in range(T)],
+            retain_graph=retain or bool(extra),
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+        heads: list[Tensor | None] = [None] * len(extra)
+        if extra:
+            heads = list(torch.autograd.grad(sum(items), extra, retain_graph=retain, allow_unused=True))
+        return list(out), heads
+    n_in = len(inputs)
+    seen = [False] * n_in
+    heads = [None] * len(extra)
+    key = tuple((tuple(p.shape), p.dtype, p.device) for p in inputs) + (T,)
+    bufs = cache.get(key)
+    if bufs is None:
+        cache.clear()
+        bufs = cache[key] = [torch.empty((T, *p.shape), dtype=p.dtype, device=p.device) for p in inputs]
+    for t, loss in enumerate(items):
+        gs = torch.autograd.grad(loss, inputs + extra, retain_graph=retain or t < T - 1, allow_unused=True)
+        for k in range(n_in):
+            g = gs[k]
+            if g is None:
+                bufs[k][t].zero_()
+            else:
+                bufs[k][t].copy_(g)
+                seen[k] = True
+        for k, g in enumerate(gs[n_in:]):
+            if g is not None:
+                heads[k] = g if heads[k] is None else heads[k] + g
+    return [b if s else None for b, s in zip(bufs, seen)], heads
+
+
+def _loop_backward(items: list[Tensor], shared: list[Tensor], retain: bool, cache: dict) -> tuple[Tensor, list[bool]]:
+    """One full ``backward`` per task; shared gradients are intercepted, every other leaf accumulates ``∇ΣLᵢ``.
+
+    A post-accumulate hook on each shared parameter copies its fresh ``.grad`` (task ``t``'s gradient,
+    still hot in cache) into row ``t`` of one flat ``[T, n]`` buffer kept between calls, and clears it,
+    so the next task starts from ``None``. The task heads need no graph traversal: they accumulate as in
+    ``Tensor.backward``. Returns the buffer and which parameters received a gradient.
+    """
+    T = len(items)
+    key = tuple((tuple(p.shape), p.dtype, p.device) for p in shared) + (T,)
+    entry = cache.get(key)
+    if entry is None:
+        cache.clear()
+        dtype = shared[0].dtype
+        for p in shared[1:]:
+            dtype = torch.promote_types(dtype, p.dtype)
+        flat = torch.empty(T, sum(p.numel() for p in shared), dtype=dtype, device=shared[0].device)
+        views, off = [], 0
+        for p in shared:
+            views.append(flat[:, off : off + p.numel()])
+            off += p.numel()
+        entry = cache[key] = (flat, views)
+    flat, views = entry
+    written = [[False] * T for _ in shared]
+    saved = [p.grad for p in shared]
+    current = [0]
+
+    def make_hook(k: int):  # type: ignore[no-untyped-def]
+        def hook(p: Tensor) -> None:
+            views[k][current[0]].copy_(p.grad.reshape(-1))
+            written[k][current[0]] = True
+            p.grad = None
+
+        return hook
+
+    handles = []
+    try:
+        for k, p in enumerate(shared):
+            p.grad = None
+            handles.append(p.register_post_accumulate_grad_hook(make_hook(k)))
+        for t, loss in enumerate(items):
+            current[0] = t
+            torch.autograd.backward(loss, retain_graph=retain or t < T - 1)
+    finally:
+        for h in handles:
+            h.remove()
+        for p, g in zip(shared, saved):
+            p.grad = g
+    used = [any(w) for w in written]
+    for k, w in enumerate(written):
+        for t in range(T):
+            if not w[t]:
+                views[k][t].zero_()
+    return flat, used
 
 
 def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Tensor]:
@@ -80,6 +167,38 @@ def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Ten
     update = aggregator(J)
     sizes = [f.shape[1] for f in flat]
     return [u.view(b.shape[1:]) for u, b in zip(update.split(sizes), blocks)]
+
+
+def _aggregate_scaled(
+    aggregator: Aggregator, blocks: list[Tensor], T: int, scale: float | None
+) -> tuple[list[Tensor], bool]:
+    """:func:`_aggregate` of GradScaler-scaled blocks: unscale, aggregate, re-scale; non-finite blocks pass through."""
+    if scale is None:
+        return _aggregate(aggregator, blocks, T), False
+    if not bool(torch.stack([torch.isfinite(b).all() for b in blocks]).all()):
+        return [b.sum(0) for b in blocks], True  # inf/NaN reach .grad: scaler.step skips this step
+    return [u * scale for u in _aggregate(aggregator, [b / scale for b in blocks], T)], False
+
+
+_COMPILED_HINT = (
+    "The model's backward cannot be {what} (a model compiled with torch.compile's inductor backend, say): "
+    "pass `representation=` (the output of the compiled shared trunk; the per-task gradients are then taken "
+    "in eager mode through the heads), or compile with `torch._functorch.config.donated_buffer = False` "
+    "and pass `method='loop'`."
+)
+
+
+def _task_grads(*args: Any, fn: Any = None) -> Any:
+    """:func:`_per_task_grads` (or ``fn``) with a clear error for backwards that cannot be batched or replayed."""
+    try:
+        return (fn or _per_task_grads)(*args)
+    except (RuntimeError, NotImplementedError) as e:
+        msg = str(e)
+        if "BatchedTensorImpl" in msg or "vmap" in msg:
+            raise RuntimeError(_COMPILED_HINT.format(what="batched with vmap")) from e
+        if "donated buffers" in msg:
+            raise RuntimeError(_COMPILED_HINT.format(what="run twice (its buffers are donated)")) from e
+        raise
 
 
 def _accumulate(p: Tensor, g: Tensor) -> None:
@@ -98,7 +217,8 @@ def backward(
     representation: Tensor | None = None,
     task_params: Iterable[Tensor] | None = None,
     retain_graph: bool = False,
-    method: str = "batched",
+    method: str = "auto",
+    scaler: Any = None,
 ) -> Tensor | None:
     r"""Back-propagate per-task ``losses``, aggregating the shared parameters' gradients with ``aggregator``.
 
@@ -126,8 +246,21 @@ def backward(
         representation: optional shared feature tensor; gradients are aggregated with respect to it.
         task_params: the task-specific parameters; by default every other leaf of the graph.
         retain_graph: keep the graph for another backward, like ``Tensor.backward``.
-        method: ``"batched"`` (default: one vectorised backward with ``is_grads_batched``) or ``"loop"``
-            (one ``autograd.grad`` per task, for models that ``vmap`` cannot batch).
+        method: how the per-task gradients are computed: ``"loop"`` (one ``autograd.grad`` per task into
+            buffers reused across calls; fastest on CPU in our benchmark), ``"batched"`` (one vectorised
+            ``is_grads_batched`` backward; fewer kernel launches on accelerators) or ``"auto"`` (default:
+            ``"loop"`` on CPU, ``"batched"`` elsewhere).
+        scaler: a ``torch.amp.GradScaler`` (fp16 training; pass the *unscaled* losses). The per-task
+            gradients are taken of the scaled losses (no fp16 underflow) and unscaled before aggregating,
+            so methods whose update does not scale with :math:`J` (Nash-MTL, DB-MTL's log) stay exact;
+            ``.grad`` receives the scaled update for ``scaler.step``. A non-finite Jacobian is not
+            aggregated (the aggregator's state is untouched): it reaches ``.grad`` so that ``scaler.step``
+            skips the step, and ``None`` is returned.
+
+    Under ``torch.distributed`` (DDP) the loss values, the per-task gradients of the shared parameters and
+    the heads' gradients are averaged over the ranks (one all-reduce), so every rank aggregates the
+    Jacobian of the global batch and applies the same update; ``.grad`` is written without DDP's reducer
+    (no "marked ready twice", ``no_sync()`` is harmless), see :mod:`awloss.integrations.distributed`.
 
     Returns:
         The aggregator's weights ``Tensor[T]`` (detached), or ``None`` for non-weighted aggregators (GradDrop).
@@ -156,9 +289,10 @@ def backward(
     """
     if not isinstance(aggregator, Aggregator):
         raise TypeError(f"Argument `aggregator` must be an awloss Aggregator, got {type(aggregator).__name__}.")
-    if method not in ("batched", "loop"):
-        raise ValueError(f"Argument `method` must be 'batched' or 'loop', got {method!r}.")
-    L, _ = as_loss_vector((losses,), num_tasks=None, task_names=None)
+    if method not in ("auto", "batched", "loop"):
+        raise ValueError(f"Argument `method` must be 'auto', 'batched' or 'loop', got {method!r}.")
+    items, _ = _split((losses,))
+    L, _ = as_loss_vector((losses,), num_tasks=None, task_names=None)  # validation only
     if not L.requires_grad:
         raise ValueError("Argument `losses` does not require grad: none of the losses depends on a parameter.")
     if aggregator.check and not torch.compiler.is_compiling():
@@ -166,8 +300,25 @@ def backward(
         if not bool(finite.all()):
             i = int((~finite).nonzero()[0, 0])
             raise ValueError(f"Loss `losses[{i}]` must be finite, got {L[i].item()}.")
-    L = aggregator.transform_losses(L)
-    T = L.shape[0]
+    items = [
+        (x if x.dim() == 0 else x.reshape(())) if isinstance(x, Tensor) and x.requires_grad else None for x in items
+    ]
+    if any(x is None for x in items):  # constants and absent tasks have zero gradients
+        zero = L.new_zeros(()) * L.sum()
+        items = [zero if x is None else x for x in items]
+    items = [x if x.dtype == L.dtype else x.to(L.dtype) for x in items]
+    distributed = is_distributed()
+    if distributed:  # loss values of the global batch, gradient paths local (e.g. for DB-MTL's log)
+        values = all_reduce_mean(torch.stack([x.detach() for x in items]))
+        items = [v + (x - x.detach()) for v, x in zip(values.unbind(0), items)]
+    items = aggregator.transform_items(items)
+    T = len(items)
+    scale = None
+    if scaler is not None and scaler.is_enabled():
+        items = [scaler.scale(x) for x in items]
+        scale = float(scaler.get_scale())
+    if method == "auto":
+        method = "loop" if items[0].device.type == "cpu" else "batched"
     shared = _as_params(shared_params, "shared_params")
     if representation is None and not shared:
         raise ValueError("Argument `shared_params` is empty (or nothing in it requires grad).")
@@ -176,31 +327,55 @@ def backward(
         if not isinstance(representation, Tensor) or not representation.requires_grad:
             raise ValueError("Argument `representation` must be a tensor that requires grad (a shared feature).")
         exclude.add(id(representation))
-    if task_params is None:
-        stop = representation.grad_fn if representation is not None else None
-        heads = _leaves(L, stop, exclude)
-    else:
+    cache = aggregator.__dict__.setdefault("_jacobian_cache", {})
+    heads: list[Tensor] = []
+    if task_params is not None:
         heads = [p for p in _as_params(task_params, "task_params") if id(p) not in exclude]
+    elif representation is not None or method != "loop" or distributed:
+        stop = representation.grad_fn if representation is not None else None
+        heads = _leaves(items, stop, exclude)
 
+    # full per-task backward passes would fire DDP's reducer hooks: under DDP, autograd.grad only
+    if representation is None and method == "loop" and task_params is None and not distributed:
+        flat, used = _task_grads(items, shared, retain_graph, cache, fn=_loop_backward)  # heads get ∇ΣLᵢ
+        if not any(used):
+            raise ValueError("No parameter in `shared_params` is used by the losses.")
+        (update,), overflow = _aggregate_scaled(aggregator, [flat], T, scale)
+        off = 0
+        for p, u in zip(shared, used):
+            if u:
+                _accumulate(p, update[off : off + p.numel()].view(p.shape))
+            off += p.numel()
+        return None if overflow else aggregator._weights
     if representation is None:
-        blocks = _per_task_grads(L, shared, retain_graph or bool(heads), method)
+        blocks, head_grads = _task_grads(items, shared, heads, retain_graph, method, cache)
         used = [(p, b) for p, b in zip(shared, blocks) if b is not None]
         if not used:
             raise ValueError("No parameter in `shared_params` is used by the losses.")
-        updates = _aggregate(aggregator, [b for _, b in used], T)
+        jac = [b for _, b in used]
+        if distributed:  # the Jacobian of the global batch and the heads' mean gradients, one collective
+            kept = [g for g in head_grads if g is not None]
+            reduced = all_reduce_mean_many(jac + kept)
+            jac, it = reduced[: len(jac)], iter(reduced[len(jac) :])
+            head_grads = [None if g is None else next(it) for g in head_grads]
+        updates, overflow = _aggregate_scaled(aggregator, jac, T, scale)
         for (p, _), u in zip(used, updates):
             _accumulate(p, u)
-        if heads:
-            torch.autograd.backward(L.sum(), inputs=heads, retain_graph=retain_graph)
+    elif distributed:
+        raise NotImplementedError(
+            "awloss.backward(representation=...) is not supported under torch.distributed yet: pass the shared "
+            "parameters instead (their per-task gradients are averaged over the ranks)."
+        )
     else:
-        (Jz,) = _per_task_grads(L, [representation], True, method)
+        (Jz,), head_grads = _task_grads(items, [representation], heads, True, method, cache)
         if Jz is None:
             raise ValueError("The losses do not depend on `representation`.")
-        (update_z,) = _aggregate(aggregator, [Jz], T)
-        if heads:
-            torch.autograd.backward(L.sum(), inputs=heads, retain_graph=True)
+        (update_z,), overflow = _aggregate_scaled(aggregator, [Jz], T, scale)
         if representation.grad_fn is not None and shared:
             torch.autograd.backward(representation, update_z, inputs=shared, retain_graph=retain_graph)
         elif representation.grad_fn is None:
             _accumulate(representation, update_z)
-    return aggregator._weights
+    for p, g in zip(heads, head_grads):
+        if g is not None:
+            _accumulate(p, g)
+    return None if overflow else aggregator._weights

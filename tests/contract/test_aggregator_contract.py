@@ -178,6 +178,6 @@ def test_non_weighted_aggregators_say_so():
     agg = awloss.get("graddrop")
     agg(torch.randn(2, 3))
     with pytest.raises(RuntimeError, match="not a weighted aggregator"):
-        agg.weights
+        _ = agg.weights
     with pytest.raises(RuntimeError, match="only after the first call"):
-        awloss.get("mgda").weights
+        _ = awloss.get("mgda").weights

@@ -7,6 +7,7 @@ Gradient-level methods join through ``awloss.backward`` once it exists.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from pathlib import Path
@@ -34,9 +35,20 @@ class Holder(nn.Module):
         return self.w(C.task_losses(self.model(x), y))
 
 
+def _micro_batches(step: int, rank: int, world: int) -> list:
+    """This rank's shards of 2 micro-batches of ``PER_RANK * world`` samples each."""
+    x, y = C.make_batch(step, 2 * PER_RANK * world)
+    out = []
+    for m in range(2):
+        lo = m * PER_RANK * world + rank * PER_RANK
+        out.append((x[lo : lo + PER_RANK], y[lo : lo + PER_RANK]))
+    return out
+
+
 def run(name: str, variant: str, rank: int, world: int, distributed: bool) -> dict:
     """``variant``: "outside" (DDP wraps the model only), "inside" (DDP wraps model + weighting),
-    "rankseed" (outside, built from a different seed on every rank) or "nosync"."""
+    "rankseed" (outside, built from a different seed on every rank), "accum" (outside, gradient accumulation
+    with ``no_sync()``) or "nosync" (``sync=False``)."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     # "rankseed": every rank builds from its own seed; DDP and the weighting's first synced call copy rank 0's
@@ -61,9 +73,21 @@ def run(name: str, variant: str, rank: int, world: int, distributed: bool) -> di
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for step in range(STEPS):
-            x, y = C.make_batch(step, PER_RANK * world)
-            sl = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
-            C.train_step(step, forward, model, w, opt, x[sl], y[sl])
+            if variant == "accum":  # gradient accumulation over 2 micro-batches, the first under no_sync()
+                opt.zero_grad()
+                for m, (xm, ym) in enumerate(_micro_batches(step, rank, world)):
+                    with net.no_sync() if distributed and m == 0 else contextlib.nullcontext():
+                        (forward(xm, ym) / 2).backward()
+                opt.step()
+                if C.has_update(w):
+                    with torch.no_grad():
+                        w.update(C.task_losses(model(xm), ym))
+                if step % 3 == 2:
+                    w.step()
+            else:
+                x, y = C.make_batch(step, PER_RANK * world)
+                sl = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+                C.train_step(step, forward, model, w, opt, x[sl], y[sl])
             history.append(w.weights.clone())
     return {
         "weights": torch.stack(history),
@@ -73,7 +97,7 @@ def run(name: str, variant: str, rank: int, world: int, distributed: bool) -> di
     }
 
 
-def run_aggregator(name: str, rank: int, world: int, distributed: bool) -> dict:
+def run_aggregator(name: str, rank: int, world: int, distributed: bool, accum: bool = False) -> dict:
     """Gradient level: ``awloss.backward(losses, shared_params, aggregator)`` with a DDP-wrapped model."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -84,19 +108,26 @@ def run_aggregator(name: str, rank: int, world: int, distributed: bool) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     history = []
     for step in range(STEPS):
-        x, y = C.make_batch(step, PER_RANK * world)
-        sl = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
         opt.zero_grad()
-        weights = awloss.backward(C.task_losses(net(x[sl]), y[sl]), list(model.trunk.parameters()), agg)
+        if accum:  # 2 micro-batches, the first under no_sync(): awloss.backward syncs every call anyway
+            for m, (xm, ym) in enumerate(_micro_batches(step, rank, world)):
+                with net.no_sync() if distributed and m == 0 else contextlib.nullcontext():
+                    losses = [loss / 2 for loss in C.task_losses(net(xm), ym)]
+                    weights = awloss.backward(losses, list(model.trunk.parameters()), agg)
+        else:
+            x, y = C.make_batch(step, PER_RANK * world)
+            sl = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+            weights = awloss.backward(C.task_losses(net(x[sl]), y[sl]), list(model.trunk.parameters()), agg)
         opt.step()
-        history.append(torch.as_tensor(weights).detach().clone())
-    return {"weights": torch.stack(history), "model": {k: v.clone() for k, v in model.state_dict().items()}}
+        history.append(torch.zeros(0) if weights is None else weights.detach().clone())  # None: GradDrop
+    return {"weights": torch.stack(history), "model": {k: v.clone() for k, v in model.state_dict().items()},
+            "agg_state": {k: v.clone() for k, v in agg.state_dict().items()}}
 
 
 def run_all(rank: int, world: int, distributed: bool) -> dict:
     results = {}
     for name in awloss.available("weighting"):
-        for variant in ("outside", "inside", "rankseed", "nosync"):
+        for variant in ("outside", "inside", "rankseed", "accum", "nosync"):
             if variant in ("nosync", "rankseed") and not distributed:
                 continue
             try:
@@ -105,10 +136,11 @@ def run_all(rank: int, world: int, distributed: bool) -> dict:
                 results[(name, variant)] = {"error": f"{type(e).__name__}: {e}"}
     if hasattr(awloss, "backward"):
         for name in awloss.available("aggregator"):
-            try:
-                results[(name, "aggregator")] = run_aggregator(name, rank, world, distributed)
-            except Exception as e:
-                results[(name, "aggregator")] = {"error": f"{type(e).__name__}: {e}"}
+            for variant, accum in (("aggregator", False), ("aggregator-accum", True)):
+                try:
+                    results[(name, variant)] = run_aggregator(name, rank, world, distributed, accum)
+                except Exception as e:
+                    results[(name, variant)] = {"error": f"{type(e).__name__}: {e}"}
     return results
 
 

@@ -109,3 +109,77 @@ def test_fp16_cuda_gradscaler(name):
         assert torch.equal(a, b)
     for p in w.parameters():
         assert p.dtype == torch.float32 and torch.isfinite(p).all()
+
+
+# ----------------------------------------------------------------------------- gradient level
+AGGREGATORS = awloss.available("aggregator")
+
+
+def _agg_run(name, steps=3, scaler=None, autocast_dtype=None):
+    torch.manual_seed(0)
+    model = H.TinyMTL()
+    agg = awloss.get(name)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    returned = []
+    for step in range(steps):
+        x, y = H.make_batch(step, 16, dtype=torch.float32)
+        with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            losses = H.task_losses(model(x), y)
+        opt.zero_grad()
+        returned.append(awloss.backward(losses, model.trunk.parameters(), agg, scaler=scaler))
+        if scaler is None:
+            opt.step()
+        else:
+            scaler.step(opt)
+            scaler.update()
+    return model, agg, returned
+
+
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_aggregator_bf16_autocast(name):
+    before = H.TinyMTL().state_dict()
+    model, agg, _ = _agg_run(name, autocast_dtype=torch.bfloat16)
+    for p in model.parameters():
+        assert p.dtype == torch.float32 and torch.isfinite(p).all()
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), before.values()))
+
+
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_aggregator_gradscaler_equals_unscaled_run(name):
+    """awloss.backward(..., scaler=) unscales J before aggregating: exact even for non-homogeneous methods."""
+    ref, _, _ = _agg_run(name)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, growth_interval=10**6)
+    got, _, _ = _agg_run(name, scaler=scaler)
+    assert scaler.get_scale() == 2.0**12  # no step was skipped
+    for a, b in zip(got.state_dict().values(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_aggregator_gradscaler_overflow_skips_step_and_keeps_state(name):
+    """Scaled gradients overflow (finite losses): the step is skipped, the aggregator's state untouched."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=10**6)
+    torch.manual_seed(0)
+    model = H.TinyMTL()
+    agg = awloss.get(name)
+    if type(agg).transform_losses is not awloss.Aggregator.transform_losses:
+        pytest.skip(f"{name} log-transforms the losses: a loss's scale never reaches its gradients")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = H.make_batch(0, 16, dtype=torch.float32)
+    assert awloss.backward(H.task_losses(model(x), y), model.trunk.parameters(), agg, scaler=scaler) is not None \
+        or not getattr(agg, "weighted", True)
+    scaler.step(opt)
+    scaler.update()
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+    state = {k: v.clone() for k, v in agg.state_dict().items()}
+    x, y = H.make_batch(1, 16, dtype=torch.float32)
+    opt.zero_grad()
+    huge = [loss * 1e30 for loss in H.task_losses(model(x), y)]  # finite, but 2^40 x its gradient is not
+    out = awloss.backward(huge, model.trunk.parameters(), agg, scaler=scaler)
+    scaler.step(opt)
+    scaler.update()
+    assert out is None and scaler.get_scale() == 2.0**39  # skipped and backed off
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, params[k]), k
+    for k, v in agg.state_dict().items():
+        assert torch.equal(v, state[k]), k

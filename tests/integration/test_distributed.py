@@ -101,7 +101,7 @@ def _assert_equal_states(a: dict, b: dict, what: str) -> None:
         assert torch.equal(a[k], b[k]), f"{what}[{k}] differs across ranks: {a[k]} vs {b[k]}"
 
 
-@pytest.mark.parametrize("variant", ["outside", "inside", "rankseed"])
+@pytest.mark.parametrize("variant", ["outside", "inside", "rankseed", "accum"])
 @pytest.mark.parametrize("name", LOSS_LEVEL)
 def test_ddp_weights_identical_across_ranks(ddp_results, name, variant):
     world, per_rank = ddp_results
@@ -114,7 +114,7 @@ def test_ddp_weights_identical_across_ranks(ddp_results, name, variant):
     assert not any("sync" in m for m in r0["warnings"]), r0["warnings"]
 
 
-@pytest.mark.parametrize("variant", ["outside", "inside", "rankseed"])
+@pytest.mark.parametrize("variant", ["outside", "inside", "rankseed", "accum"])
 @pytest.mark.parametrize("name", LOSS_LEVEL)
 def test_ddp_matches_single_process_on_concatenated_batch(ddp_results, reference, name, variant):
     world, per_rank = ddp_results
@@ -138,15 +138,18 @@ def test_ddp_without_sync_warns_and_diverges(ddp_results, name):
 
 
 @pytest.mark.skipif(not hasattr(awloss, "backward"), reason="awloss.backward (gradient level) not merged yet")
+@pytest.mark.parametrize("variant", ["aggregator", "aggregator-accum"])
 @pytest.mark.parametrize("name", awloss.available("aggregator"))
-def test_ddp_aggregators_identical_and_match_single_process(ddp_results, reference, name):
+def test_ddp_aggregators_identical_and_match_single_process(ddp_results, reference, name, variant):
+    """awloss.backward on a DDP-wrapped model (also with no_sync() micro-batches): same update on all ranks."""
     world, per_rank = ddp_results
-    r0 = _get(per_rank[0], (name, "aggregator"))
+    r0 = _get(per_rank[0], (name, variant))
     for r in per_rank[1:]:
-        rk = _get(r, (name, "aggregator"))
+        rk = _get(r, (name, variant))
         assert torch.equal(rk["weights"], r0["weights"])
         _assert_equal_states(rk["model"], r0["model"], "model")
-    ref = _get(reference[world], (name, "aggregator"))
+        _assert_equal_states(rk["agg_state"], r0["agg_state"], "aggregator state")
+    ref = _get(reference[world], (name, variant))
     torch.testing.assert_close(r0["model"], ref["model"], rtol=1e-7, atol=1e-9)
 
 

@@ -56,6 +56,7 @@ def test_ddp_example_on_two_processes(tmp_path):
 def test_amp_example():
     ns = run_section("Mixed precision")
     assert ns["uw"].log_var.dtype == torch.float32
+    assert ns["agg_scaler"].get_scale() > 0 and torch.isfinite(ns["agg_model"].weight).all()
 
 
 def test_compile_example(monkeypatch):
@@ -69,6 +70,7 @@ def test_compile_example(monkeypatch):
     torch._dynamo.reset()
     ns = run_section("torch.compile")
     assert torch.isfinite(ns["total"]) and ns["awl"].task_names == ("a", "b")
+    assert ns["trunk"].weight.grad is not None and ns["heads"][1].weight.grad is not None
 
 
 def test_lightning_example():

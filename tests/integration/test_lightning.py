@@ -136,10 +136,11 @@ def test_manual_optimisation_with_aggregator(name):
     model = LitAgg()
     assert model.automatic_optimization is False
     before = [p.clone() for p in model.net.parameters()]
-    trainer = _trainer(fast_dev_run=2)
+    trainer = _trainer(fast_dev_run=2, precision="bf16-mixed")
     trainer.fit(model, loader())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.net.parameters()))
-    assert all(f"weight/{t}" in trainer.callback_metrics for t in TASKS)
+    if getattr(model.aggregator, "weighted", True):
+        assert all(f"weight/{t}" in trainer.callback_metrics for t in TASKS)
 
 
 def test_ddp_two_cpu_processes(tmp_path):
@@ -153,3 +154,6 @@ def test_ddp_two_cpu_processes(tmp_path):
     for k in r0["state"]:
         assert torch.equal(r0["state"][k], r1["state"][k]), k
     assert r0["steps"] == r1["steps"] == 3
+    assert r0["agg_steps"] == r1["agg_steps"] == 3  # upgrad in manual optimisation, same model on both ranks
+    for k in r0["agg_model"]:
+        assert torch.equal(r0["agg_model"][k], r1["agg_model"][k]), k

@@ -146,3 +146,11 @@ def test_float32_model_and_unused_shared_parameter():
     w = awloss.backward(losses, [*net.trunk.parameters(), extra], awloss.get("upgrad"))
     assert w.dtype == torch.float32 and extra.grad is None
     assert all(p.grad.dtype == torch.float32 for p in net.trunk.parameters())
+
+
+def test_readme_example_runs():
+    from tests.integration._readme import run_section
+
+    ns = run_section("Gradient-level aggregators")
+    assert ns["weights"].shape == (3,) and torch.isfinite(ns["weights"]).all()
+    assert all(p.grad is not None for p in ns["heads"].parameters())

@@ -105,3 +105,4 @@ def test_bad_use_and_bad_input():
     for kw in ({"lr": 0.0}, {"gamma": -1.0}, {"eps": 0.0}):
         with pytest.raises(ValueError, match=f"`{next(iter(kw))}` must be"):
             awloss.FAMO(2, **kw)
+

@@ -52,3 +52,24 @@ def test_learnable_metadata_and_bad_init():
         awloss.IMTLL(2, init=float("inf"))
     with pytest.raises(ValueError, match=r"must be >= 0 for IMTLL, got -1.0"):
         awloss.IMTLL(2)(torch.tensor(1.0), torch.tensor(-1.0))
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_fused_node_matches_the_plain_ops(mask):
+    from awloss.weighting._imtl_l import _imtl_objective
+
+    s0 = torch.tensor([0.3, -0.2, 1.1], dtype=torch.float64)
+    L0 = torch.tensor([2.0, 0.0, 0.7], dtype=torch.float64)
+    imtl = awloss.IMTLL(3, mask_zero_losses=mask).double()
+    with torch.no_grad():
+        imtl.log_scale.copy_(s0)
+    L = L0.clone().requires_grad_(True)
+    out = imtl(L)
+    out.backward()
+    s_ref, L_ref = s0.clone().requires_grad_(True), L0.clone().requires_grad_(True)
+    ref, w_ref = _imtl_objective(s_ref, L_ref, mask)
+    ref.backward()
+    torch.testing.assert_close(out.detach(), ref.detach())
+    torch.testing.assert_close(imtl.weights, w_ref)
+    torch.testing.assert_close(imtl.log_scale.grad, s_ref.grad)
+    torch.testing.assert_close(L.grad, L_ref.grad)

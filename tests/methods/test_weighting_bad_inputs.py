@@ -18,7 +18,7 @@ EXPECTED = {
     "dwa": (None, None),
     "rlw": (None, None),
     "imtl_l": (None, ERR_NEG),  # zero: masked, its log-scale frozen
-    "famo": (None, r"below its lower bound"),  # zero: log(0 + eps), documented
+    "famo": (None, ERR_NEG),  # zero: log(0 + eps), documented; min_losses != 0: "below its lower bound"
     "gradnorm": (None, ERR_NEG),
     "stch": (None, None),  # paper form: max-type, any sign
     "uw": (None, ERR_NEG),

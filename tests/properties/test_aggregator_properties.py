@@ -79,7 +79,7 @@ def test_dual_cone_methods_return_the_mean_without_conflicts(name, J):
 @SETTINGS
 @given(J=jacobians())
 def test_mgda_returns_the_min_norm_point_of_the_hull(J):
-    d, w = run("mgda", J)
+    _, w = run("mgda", J)
     G = J @ J.T
     assert (w >= 0).all() and abs(float(w.sum()) - 1) < 1e-9
     Gw, val = G @ w, float(w @ G @ w)

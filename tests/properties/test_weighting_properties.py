@@ -47,7 +47,7 @@ def test_uw_objective_is_separable_and_matches_closed_form(values, shift):
     L = torch.tensor(values, dtype=torch.float64)
     for w in (UncertaintyWeighting(len(values), init=shift), AutomaticWeightedLoss(len(values), init=shift)):
         w = w.double()
-        s = torch.full_like(L, shift)
+        s = w.log_var.detach()  # the float32 init, widened
         reg = s / 2 if w.regularizer == "log" else torch.nn.functional.softplus(s)
         torch.testing.assert_close(w(L), (0.5 * torch.exp(-s) * L + reg).sum())
 

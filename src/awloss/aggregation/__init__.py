@@ -16,21 +16,21 @@ from ._pcgrad import PCGrad
 from ._upgrad import UPGrad
 
 __all__ = [
+    "DBMTL",
+    "IMTLG",
+    "MGDA",
     "Aggregator",
-    "GramianAggregator",
-    "SolverError",
     "AlignedMTL",
     "CAGrad",
     "ConFIG",
-    "DBMTL",
     "DualProj",
     "GradDrop",
     "GradMean",
     "GradSum",
     "GradVac",
-    "IMTLG",
-    "MGDA",
+    "GramianAggregator",
     "NashMTL",
     "PCGrad",
+    "SolverError",
     "UPGrad",
 ]

@@ -7,8 +7,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from .._inputs import check_int
-
 __all__ = ["Aggregator", "GramianAggregator", "SolverError"]
 
 
@@ -53,7 +51,7 @@ class Aggregator(nn.Module):
         self._checks = []
         J2 = J.reshape(J.shape[0], -1)
         out = super().__call__(J2)
-        self._run_checks(lambda: torch.isfinite(J2).all(dim=1))
+        self._run_checks(lambda: torch.isfinite(J2.sum(dim=1)))  # NaN/inf anywhere in a row shows in its sum
         return out.reshape(J.shape[1:])
 
     def forward(self, jacobian: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -63,6 +61,12 @@ class Aggregator(nn.Module):
     def transform_losses(self, losses: Tensor) -> Tensor:
         """Map the losses before differentiation (identity; DB-MTL takes their log). Used by :func:`awloss.backward`."""
         return losses
+
+    def transform_items(self, items: list[Tensor]) -> list[Tensor]:
+        """:meth:`transform_losses` applied to a list of scalar losses, keeping them separate."""
+        if type(self).transform_losses is Aggregator.transform_losses:
+            return items
+        return [self.transform_losses(x) for x in items]
 
     # ------------------------------------------------------------ reporting
     @property
@@ -117,7 +121,9 @@ class Aggregator(nn.Module):
         for i, f in enumerate(finite.tolist()):
             if not f:
                 self._checks = []
-                raise ValueError(f"Gradient of task {i} (row {i} of the Jacobian) contains NaN or inf.")
+                raise ValueError(
+                    f"Gradient of task {i} (row {i} of the Jacobian) contains NaN or inf (or overflows float)."
+                )
         for ok, message in self._checks:
             if not bool(ok.all()):
                 self._checks = []
@@ -175,7 +181,3 @@ class GramianAggregator(Aggregator):
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Return the weights ``Tensor[T]`` for ``gramian`` (``G = JJᵀ``)."""
         raise NotImplementedError
-
-
-def check_num_tasks(num_tasks: int | None) -> int | None:
-    return None if num_tasks is None else check_int("num_tasks", num_tasks)

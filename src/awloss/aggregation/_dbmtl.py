@@ -79,9 +79,16 @@ class DBMTL(Aggregator):
             self._step = int(state_dict[prefix + "step"])
 
     def transform_losses(self, losses: Tensor) -> Tensor:
-        if self.check and not torch.compiler.is_compiling() and not bool((losses.detach() >= 0).all()):
-            raise ValueError(f"DB-MTL takes the log of the losses: they must be >= 0, got {losses.detach().tolist()}.")
+        self._check_nonnegative(losses.detach().reshape(-1))
         return torch.log(losses + self.eps)
+
+    def transform_items(self, items: list[Tensor]) -> list[Tensor]:
+        self._check_nonnegative(torch.stack([x.detach() for x in items]))
+        return [torch.log(x + self.eps) for x in items]
+
+    def _check_nonnegative(self, values: Tensor) -> None:
+        if self.check and not torch.compiler.is_compiling() and not bool((values >= 0).all()):
+            raise ValueError(f"DB-MTL takes the log of the losses: they must be >= 0, got {values.tolist()}.")
 
     def forward(self, jacobian: Tensor) -> Tensor:
         J = jacobian
@@ -90,7 +97,8 @@ class DBMTL(Aggregator):
         self._step += 1
         self.step.fill_(self._step)
         beta_t = self.beta / self._step**self.beta_sigma
-        ema = (beta_t * self.grad_ema.to(J.dtype) + (1 - beta_t) * J).detach()
+        ema = self.grad_ema if self.grad_ema.dtype == J.dtype else self.grad_ema.to(J.dtype)
+        ema = ema.mul(beta_t).add_(J.detach(), alpha=1 - beta_t)
         self.grad_ema = ema
         norms = ema.norm(dim=1)
         alpha = torch.where(norms > 0, norms.max() / torch.where(norms > 0, norms, 1.0), 0.0)

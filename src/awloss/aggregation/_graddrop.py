@@ -60,6 +60,7 @@ class GradDrop(Aggregator):
             if not 0.0 <= check_positive("leak", v, strict=False) <= 1.0:
                 raise ValueError(f"Parameter `leak` must be in [0, 1], got {leak!r}.")
         self.register_buffer("leak", torch.tensor(values, dtype=torch.float32))
+        self._no_leak = all(v == 0 for v in values)
 
     def forward(self, jacobian: Tensor) -> Tensor:
         J = jacobian
@@ -68,6 +69,9 @@ class GradDrop(Aggregator):
         total, mass = J.sum(dim=0), J.abs().sum(dim=0)
         P = 0.5 * (1.0 + torch.where(mass > 0, total / torch.where(mass > 0, mass, 1.0), 0.0))
         U = torch.rand(P.shape, dtype=J.dtype, device=J.device)
-        M = ((P > U) & (J > 0)) | ((P < U) & (J < 0))
+        sign = (P > U).to(J.dtype) - (P < U).to(J.dtype)  # the sign kept per coordinate (0 on a tie)
+        kept = torch.relu(J * sign)  # M_i ⊙ g_i = relu(g_i · sign) · sign, without boolean masks
+        if self._no_leak:
+            return kept.sum(dim=0) * sign
         leak = self.leak.to(J.dtype).reshape(-1, 1)
-        return ((leak + (1 - leak) * M.to(J.dtype)) * J).sum(dim=0)
+        return (leak * J).sum(dim=0) + ((1 - leak) * kept).sum(dim=0) * sign

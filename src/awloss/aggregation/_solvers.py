@@ -19,8 +19,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["work_dtype", "normalize_gramian", "nnqp", "min_norm_simplex", "cagrad_dual", "nash_bargaining",
-           "project_simplex"]
+__all__ = [
+    "cagrad_dual",
+    "min_norm_simplex",
+    "nash_bargaining",
+    "nnqp",
+    "normalize_gramian",
+    "project_simplex",
+    "work_dtype",
+]
 
 
 def work_dtype(t: Tensor) -> torch.dtype:
@@ -51,13 +58,18 @@ def _masked_solve(A: Tensor, rhs: Tensor, P: Tensor) -> Tensor:
 
 
 def nnqp(A: Tensor, b: Tensor, *, max_iter: int | None = None, tol: float = 1e-10) -> tuple[Tensor, Tensor]:
-    """Solve ``min ½ xᵀAx + bᵀx`` s.t. ``x >= 0`` for each row of ``b`` (Lawson-Hanson active set).
+    """Solve ``min ½ xᵀAx + bᵀx`` s.t. ``x >= 0`` for each row of ``b``.
+
+    A primal-dual active-set phase (Hintermüller, Ito & Kunisch 2002: the whole support is updated at
+    once, typically a handful of iterations for any ``T``) is followed by Lawson-Hanson active-set
+    iterations (finite termination, one index at a time) that certify the result or finish it when the
+    first phase cycles.
 
     Args:
         A: ``[T, T]`` symmetric positive definite (regularise a Gramian first).
         b: ``[B, T]`` linear terms, one problem per row.
-        max_iter: bound on the iterations (default ``3T + 10``); each iteration is one batched solve.
-        tol: KKT tolerance, relative to the scale of ``A`` and ``b``.
+        max_iter: bound on the Lawson-Hanson iterations (default ``3T + 10``); each is one batched solve.
+        tol: KKT tolerance, relative to the scale of ``A``, ``b`` and ``x``.
 
     Returns:
         ``(x, ok)``: the solutions ``[B, T]`` and whether each met the KKT conditions.
@@ -66,11 +78,25 @@ def nnqp(A: Tensor, b: Tensor, *, max_iter: int | None = None, tol: float = 1e-1
     max_iter = 3 * T + 10 if max_iter is None else max_iter
     a_max = A.diagonal().abs().max()
     b_max = b.abs().amax(dim=1, keepdim=True)
-    x = torch.zeros_like(b)
-    P = torch.zeros_like(b, dtype=torch.bool)
-    inner = torch.zeros(B, dtype=torch.bool, device=b.device)
-    neg_inf = torch.tensor(float("-inf"), dtype=b.dtype, device=b.device)
     early = _can_stop_early(b)
+    # phase 1: primal-dual active set
+    F = b < 0
+    x = torch.zeros_like(b)
+    settled = torch.zeros(B, dtype=torch.bool, device=b.device)
+    for _ in range(8 if early else 2 + T.bit_length()):
+        x = _masked_solve(A, -b, F)
+        tol_g = tol * (b_max + a_max * x.abs().amax(dim=1, keepdim=True))
+        lam = x @ A + b
+        F_new = (F & (x > 0)) | (~F & (lam < -tol_g))
+        settled = (F_new == F).all(dim=1)
+        if early and bool(settled.all()):
+            break
+        F = F_new
+    x = torch.where(F & settled[:, None], x, torch.zeros_like(x)).clamp_min(0.0)
+    # phase 2: Lawson-Hanson from the phase-1 point (a no-op certificate when phase 1 converged)
+    P = x > 0
+    inner = ~settled
+    neg_inf = torch.tensor(float("-inf"), dtype=b.dtype, device=b.device)
     for _ in range(max_iter):
         tol_g = tol * (b_max + a_max * x.abs().amax(dim=1, keepdim=True))
         w = -(x @ A + b)  # minus the gradient
@@ -128,11 +154,12 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
     """CAGrad's weights: ``1/T + r·w/‖g_w‖`` with ``w = argmin_{w ∈ Δ} g_wᵀg₀ + r‖g_w‖``, ``r = c‖g₀‖``.
 
     Writing ``v = r·w/‖g_w‖ >= 0``, the KKT conditions are ``Gv + b = μ1 + λ``, ``λ >= 0``, ``λᵀv = 0``,
-    ``vᵀGv = r²`` with ``b = G1/T``. For fixed ``μ`` the first three define a parametric non-negative QP
-    whose solution ``v(μ)`` is piecewise linear in ``μ`` and whose ``vᵀGv`` grows with ``μ``. A homotopy
-    follows ``v(μ)`` from ``μ = min b`` (where ``v = 0``), one support change per step, until the
-    quadratic ``vᵀGv = r²`` has its root inside the current piece: exact, and at most a few ``T`` steps
-    of one ``T x T`` solve each. Returns ``(weights, ok)``.
+    ``vᵀGv = r²`` with ``b = G1/T``. On a support ``F``, ``v_F = μ·A_FF⁻¹1 − A_FF⁻¹b_F`` with ``μ`` the
+    larger root of ``vᵀGv = r²``. A primal-dual active-set update of ``F`` usually finds the support in a
+    few steps; its result is verified, and when it cycles a homotopy takes over: for fixed ``μ`` the
+    first three conditions define a parametric non-negative QP whose solution ``v(μ)`` is piecewise
+    linear in ``μ`` with ``vᵀGv`` increasing, so following it from ``μ = min b`` (where ``v = 0``), one
+    support change per step, reaches the exact root. Returns ``(weights, ok)``.
     """
     T = G.shape[0]
     Gn = normalize_gramian(G)
@@ -143,6 +170,49 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
     b = Gn @ one / T
     r2 = c * c * (b.sum() / T).clamp_min(0)  # r² = c²‖g₀‖², ‖g₀‖² = 1ᵀG1/T²
     A = Gn + reg * torch.eye(T, dtype=dt, device=dev)
+    early = _can_stop_early(Gn)
+    rhs = torch.stack([one, b])
+    tol = 1e-8 * (1 + b.abs().max())
+
+    def on_support(F: Tensor) -> tuple[Tensor, Tensor]:
+        """``v`` on the support ``F`` with ``vᵀAv = r²`` (larger root), and ``μ``."""
+        pq = _masked_solve(A, rhs, F.expand(2, T))
+        p, q = pq[0], pq[1]
+        a2, a1, a0 = p.sum(), q.sum(), (b * q).sum() - r2
+        mu = (a1 + (a1 * a1 - a2 * a0).clamp_min(0.0).sqrt()) / a2
+        return mu * p - q, mu
+
+    def kkt(v: Tensor, mu: Tensor) -> Tensor:
+        lam = A @ v + b - mu
+        return (
+            (v >= -tol).all()
+            & (lam >= -tol).all()
+            & torch.isfinite(v).all()
+            & ((v @ A @ v - r2).abs() <= 1e-6 * (r2 + 1e-30))
+        )
+
+    # fast path: primal-dual active set on the support (a few iterations; may cycle, so it is verified)
+    F = torch.ones(T, dtype=torch.bool, device=dev)
+    for _ in range(8 if early else 2 + T.bit_length()):
+        v, mu = on_support(F)
+        lam = A @ v + b - mu
+        F_new = (F & (v > tol)) | (~F & (lam < -tol))
+        if early and bool((F_new == F).all()):
+            break
+        F = F_new
+    v, mu = on_support(F)
+    fast_ok = kkt(v, mu)
+    if early and bool(fast_ok):
+        return one / T + v.clamp_min(0.0), fast_ok
+    # robust path: follow the piecewise-linear path v(μ) from μ = min b, one support change per step
+    v_h, ok_h = _cagrad_homotopy(A, b, r2, on_support, kkt, max_iter, early)
+    v = torch.where(fast_ok, v, v_h)
+    return one / T + v.clamp_min(0.0), fast_ok | ok_h
+
+
+def _cagrad_homotopy(A, b, r2, on_support, kkt, max_iter, early):  # type: ignore[no-untyped-def]
+    T, dt, dev = b.shape[0], b.dtype, b.device
+    one = torch.ones(T, dtype=dt, device=dev)
     inf = torch.full((), float("inf"), dtype=dt, device=dev)
     k = b.argmin()
     mu = b[k]
@@ -150,7 +220,6 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
     done = torch.zeros((), dtype=torch.bool, device=dev)
     mu_star = mu
     max_iter = 3 * T + 10 if max_iter is None else max_iter
-    early = _can_stop_early(Gn)
     eps = 1e-12
     for _ in range(max_iter):
         pq = _masked_solve(A, torch.stack([one, b]), F.expand(2, T))
@@ -168,18 +237,14 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
         finish = ~done & (root <= mu_next)
         mu_star = torch.where(finish, root, mu_star)
         move = ~done & ~finish
-        flip = torch.nn.functional.one_hot(i % T, T).bool() & move
-        F = F ^ flip
+        F = F ^ (torch.nn.functional.one_hot(i % T, T).bool() & move)
         mu = torch.where(move, mu_next, mu)
         done = done | finish
         if early and bool(done):
             break
     pq = _masked_solve(A, torch.stack([one, b]), F.expand(2, T))
     v = (mu_star * pq[0] - pq[1]).clamp_min(0.0)
-    lam = A @ v + b - mu_star
-    tol = 1e-8 * (1 + b.abs().max() + mu_star.abs())
-    ok = done & (lam >= -tol).all() & torch.isfinite(v).all() & ((v @ A @ v - r2).abs() <= 1e-6 * (r2 + 1e-30))
-    return one / T + v, ok
+    return v, done & kkt(v, mu_star)
 
 
 def nash_bargaining(

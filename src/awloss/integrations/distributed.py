@@ -22,8 +22,10 @@ evaluation), ``False`` to never sync (a learnable or stateful weighting then war
 ``weighting.process_group`` to use a group other than the default one. The weighting may live inside or
 outside the DDP-wrapped module.
 
-Gradient-level methods need the *global* Jacobian: :func:`all_reduce_mean` on the ``[T, n]`` Jacobian
-(or on the quantities the aggregator reads) before computing the weights.
+Gradient-level methods need the *global* Jacobian: ``awloss.backward`` all-reduces the per-task gradients
+of the shared parameters (and the heads' gradients) with :func:`all_reduce_mean_many` before aggregating,
+and writes ``.grad`` without going through DDP's reducer, so a DDP-wrapped model works as is (no "marked
+ready twice"), inside or outside ``no_sync()`` (every call is synchronised).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "is_distributed",
     "world_size",
     "all_reduce_mean",
+    "all_reduce_mean_many",
     "sync_losses",
     "broadcast_module",
     "broadcast_state",
@@ -84,6 +87,21 @@ def all_reduce_mean(tensor: Tensor, group: Any = None) -> Tensor:
     dist = _dist()
     dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)  # gloo has no AVG
     return out.div_(dist.get_world_size(group))
+
+
+def all_reduce_mean_many(tensors: list[Tensor], group: Any = None) -> list[Tensor]:
+    """:func:`all_reduce_mean` of several tensors with one collective (they are flattened into one buffer)."""
+    if not is_distributed(group) or not tensors:
+        return [t.detach().clone() for t in tensors]
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    flat = all_reduce_mean(torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors]), group)
+    out, start = [], 0
+    for t in tensors:
+        out.append(flat[start : start + t.numel()].view(t.shape).to(t.dtype))
+        start += t.numel()
+    return out
 
 
 def sync_losses(losses: Tensor, group: Any = None) -> Tensor:

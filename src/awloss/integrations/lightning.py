@@ -202,7 +202,9 @@ class MultiTaskMixin:
         values = list(losses.values()) if isinstance(losses, Mapping) else list(losses)
         opt = self.optimizers()  # type: ignore[attr-defined]
         opt.zero_grad()
-        weights = backward(values, list(self.shared_parameters()), aggregator)
+        # fp16 ("16-mixed"): the precision plugin's GradScaler, which opt.step() then steps and updates
+        scaler = getattr(getattr(self.trainer, "precision_plugin", None), "scaler", None)  # type: ignore[attr-defined]
+        weights = backward(values, list(self.shared_parameters()), aggregator, scaler=scaler)
         opt.step()
         if weights is not None:
             self._awloss_log(torch.as_tensor(weights).detach(), names)

@@ -99,12 +99,11 @@ class Weighting(nn.Module):
 
         (``update(*losses)`` of a subclass receives losses already averaged over the ranks.)
         """
-        vec, names = as_loss_vector(
-            losses, num_tasks=self.num_tasks, task_names=self._task_names, device=self._device()
-        )
+        device = self._device()
+        vec, names = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device)
         if names is not None and self._task_names is None:
             self._task_names = tuple(names)
-        self._check_device(vec)
+        self._check_device(vec, device)
         if self.check_finite and not torch.compiler.is_compiling():
             self._check_values(vec)
         return maybe_sync(self, vec) if sync else vec
@@ -136,7 +135,7 @@ class Weighting(nn.Module):
         return dict(zip(names, w))
 
     def _set_weights(self, weights: Tensor) -> None:
-        self._weights = weights.detach()
+        self.__dict__["_weights"] = weights.detach()  # a plain attribute: skip nn.Module.__setattr__ (hot path)
 
     def _initial_weights(self) -> Tensor | None:
         return None
@@ -187,8 +186,7 @@ class Weighting(nn.Module):
             return t.device
         return None
 
-    def _check_device(self, vec: Tensor) -> None:
-        dev = self._device()
+    def _check_device(self, vec: Tensor, dev: torch.device | None) -> None:
         if dev is not None and dev != vec.device:
             raise ValueError(
                 f"Losses are on {vec.device} but {type(self).__name__}'s parameters are on {dev}; "
@@ -196,12 +194,14 @@ class Weighting(nn.Module):
             )
 
     def _check_values(self, vec: Tensor) -> None:
-        # Cheap path first (one reduction, one sync): a NaN/inf makes the sum non-finite, a NaN or a
-        # negative value makes the minimum fail `>= 0`. Only on failure is the culprit looked for.
+        # Cheap path first (one reduction, host reads of its result); only on failure is the culprit looked
+        # for. A NaN/inf makes the sum non-finite.
         d = vec.detach()
-        ok = math.isfinite(float(d.sum()))
-        if ok and self.requires_nonnegative:
-            ok = float(d.min()) >= 0
+        if self.requires_nonnegative:  # one reduction: NaN propagates into both, -inf/negatives fail `lo >= 0`
+            lo, hi = torch.aminmax(d)
+            ok = float(lo) >= 0 and math.isfinite(float(hi))
+        else:
+            ok = math.isfinite(float(d.sum()))
         if ok:
             return
         values = d.tolist()
@@ -218,7 +218,7 @@ class Weighting(nn.Module):
 
     def _watch_parameters(self, vec: Tensor) -> None:
         """Warn once if the learnable parameters never change while the losses do (not in an optimizer)."""
-        self._calls += 1
+        self.__dict__["_calls"] = self._calls + 1  # hot path: skip nn.Module.__setattr__
         if self._warned_stale or self._calls % self.stale_check_every not in (0, 1):
             return
         params = [p.detach().reshape(-1) for p in self.parameters()]

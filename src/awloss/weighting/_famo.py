@@ -92,18 +92,27 @@ class FAMO(Weighting):
         self.lr = check_positive("lr", lr)
         self.gamma = check_positive("gamma", gamma, strict=False)
         self.eps = check_positive("eps", eps)
-        self.register_buffer("min_losses", as_weight_vector("min_losses", min_losses, T))
-        for name in ("logits", "exp_avg", "exp_avg_sq", "prev_losses"):
+        b = as_weight_vector("min_losses", min_losses, T)
+        self.register_buffer("min_losses", b, persistent=False)  # constructor argument, not state
+        self.register_buffer("shift", b - self.eps, persistent=False)
+        self._zero_min = bool((b == 0).all())
+        self.requires_nonnegative = self._zero_min  # then the base's fast check covers L >= b
+        for name in ("logits", "exp_avg", "exp_avg_sq", "prev_log_gap"):
             self.register_buffer(name, torch.zeros(T))
         self.register_buffer("adam_step", torch.zeros(()))
         self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
+        self._has_prev_host: bool | None = False  # host mirrors of `has_prev` and `adam_step`: no device
+        self._count: int | None = 0  # sync per call
 
     def reset_parameters(self) -> None:
-        for b in (self.logits, self.exp_avg, self.exp_avg_sq, self.prev_losses, self.adam_step, self.has_prev):
+        for b in (self.logits, self.exp_avg, self.exp_avg_sq, self.prev_log_gap, self.adam_step, self.has_prev):
             b.zero_()
+        self._has_prev_host, self._count = False, 0
 
     def _check_values(self, vec: Tensor) -> None:
         super()._check_values(vec)
+        if self._zero_min:
+            return
         below = vec.detach() < self.min_losses.to(vec.dtype)
         if bool(below.any()):
             i = int(below.nonzero()[0, 0])
@@ -113,38 +122,57 @@ class FAMO(Weighting):
                 f"{float(self.min_losses[i])}; FAMO takes log(L - min_losses): lower `min_losses`."
             )
 
+    def _next_count(self) -> int:
+        self._count = (int(self.adam_step) if self._count is None else self._count) + 1
+        return self._count
+
     def _initial_weights(self) -> Tensor:
         return torch.softmax(self.logits, dim=0)
 
-    def _log_gap(self, losses: Tensor) -> Tensor:
-        return torch.log(losses - self.min_losses.to(losses.dtype) + self.eps)
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._has_prev_host = self._count = None  # re-read from the buffers when next needed
+        super()._load_from_state_dict(*args, **kwargs)
 
     def forward(self, losses: Tensor) -> Tensor:
         dtype = torch.promote_types(losses.dtype, self.logits.dtype)
         losses = losses.to(dtype)
         z = torch.softmax(self.logits.to(dtype), dim=0)
-        gap = losses - self.min_losses.to(dtype) + self.eps
-        c = (z / gap.detach()).sum()
-        self._set_weights(z / (c * gap.detach()))
+        out, w, log_gap = _famo_objective(losses, z, self.shift.to(dtype))
+        self._set_weights(w)
         if self.training:
-            self.prev_losses.copy_(losses.detach())
-            self.has_prev.fill_(True)
-        return (z * torch.log(gap)).sum() / c
+            self.prev_log_gap.copy_(log_gap.detach())
+            if not self._has_prev_host:
+                self.has_prev.fill_(True)
+                self._has_prev_host = True
+        return out
 
     @torch.no_grad()
     def update(self, *losses: Any) -> None:
         """Move the logits with the losses of the same batch recomputed after ``optimizer.step()``."""
         new, _ = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=self._device())
         self._check_values(new)
-        if not bool(self.has_prev):
+        if self._has_prev_host is None:
+            self._has_prev_host = bool(self.has_prev)
+        if not self._has_prev_host:
             raise RuntimeError("FAMO.update() needs a training call first: `total = famo(losses)` before the step.")
-        new = new.detach().to(self.logits.dtype)
-        delta = self._log_gap(self.prev_losses) - self._log_gap(new)
+        delta = self.prev_log_gap - torch.log(new.detach().to(self.logits.dtype) - self.shift)
         z = torch.softmax(self.logits, dim=0)
-        grad = z * (delta - (z * delta).sum())  # (∂z/∂ξ)ᵀ δ for the softmax Jacobian
+        grad = z * (delta - torch.dot(z, delta))  # (∂z/∂ξ)ᵀ δ for the softmax Jacobian
         adam_step(
-            self.logits, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, lr=self.lr, weight_decay=self.gamma
+            self.logits, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, self._next_count(),
+            lr=self.lr, weight_decay=self.gamma,
         )
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, lr={self.lr}, gamma={self.gamma}"
+
+
+def _famo_objective(losses: Tensor, z: Tensor, shift: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(Σ z log(L - shift) / c, w, log(L - shift))`` with ``c`` a constant (a fused autograd.Function
+    measured slower: its Python overhead exceeds the four nodes it saves)."""
+    gap = losses - shift
+    log_gap = torch.log(gap)
+    zg = z / gap.detach()
+    c = zg.sum()
+    return torch.dot(z, log_gap) / c, (zg / c).detach(), log_gap.detach()
+

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .._inputs import check_positive
 from .._registry import register
+from ..integrations.distributed import _should_sync, all_reduce_mean
 from ._base import Weighting
 from ._helpers import adam_step
 
@@ -68,7 +70,9 @@ class GradNorm(Weighting):
         ``backward(retain_graph=True)`` adds every task's gradient into the model a second time;
         ``autograd.grad`` avoids that. Weights are clamped to stay > 0 before renormalising (the paper
         does not say what happens when one would become negative). Calls in ``eval()`` mode, without
-        grad, or whose losses do not reach ``shared`` leave the weights unchanged.
+        grad, or whose losses do not reach ``shared`` leave the weights unchanged. Under DDP the per-task
+        gradients on ``shared`` are averaged over the ranks before their norms are taken (one all-reduce
+        of ``T x |W|`` numbers), so every rank computes the weights of the concatenated batch.
     """
 
     name = "gradnorm"
@@ -104,6 +108,7 @@ class GradNorm(Weighting):
         for name in ("exp_avg", "exp_avg_sq"):
             self.register_buffer(name, torch.zeros(T))
         self.register_buffer("adam_step", torch.zeros(()))
+        self._count: int | None = 0  # host mirror of `adam_step` (None: read it after load_state_dict)
         self.register_buffer("grad_norms", torch.zeros(T), persistent=False)  # last G_i, for inspection
         self.register_buffer("targets", torch.zeros(T), persistent=False)  # last targets
 
@@ -111,7 +116,12 @@ class GradNorm(Weighting):
     def _make_example(cls, num_tasks: int) -> GradNorm:
         return cls(num_tasks, shared=nn.Linear(2, 2))
 
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._count = None
+        super()._load_from_state_dict(*args, **kwargs)
+
     def reset_parameters(self) -> None:
+        self._count = 0
         self.task_weights.fill_(1.0)
         self.initial_losses.fill_(1.0)
         for b in (self.has_initial, self.exp_avg, self.exp_avg_sq, self.adam_step, self.grad_norms, self.targets):
@@ -123,20 +133,30 @@ class GradNorm(Weighting):
     def forward(self, losses: Tensor) -> Tensor:
         w = self.task_weights.to(torch.promote_types(losses.dtype, self.task_weights.dtype), copy=True)
         self._set_weights(w)
-        out = (w * losses).sum()
+        out = torch.dot(w, losses.to(w.dtype))
         if self.training and torch.is_grad_enabled() and losses.requires_grad:
             self._update(losses)
         return out
 
     def _update(self, losses: Tensor) -> None:
         T = losses.shape[0]
-        norms = []
+        synced = _should_sync(self)
+        rows = []
         for i in range(T):
             grads = torch.autograd.grad(losses[i], self._shared, retain_graph=True, allow_unused=True)
-            sq = [g.detach().pow(2).sum() for g in grads if g is not None]
-            norms.append(torch.stack(sq).sum().sqrt() if sq else losses.new_zeros(()))
+            if synced:  # under DDP: the norm of the rank-averaged gradient, as one process would see it
+                flat = [torch.zeros_like(p) if g is None else g for p, g in zip(self._shared, grads)]
+                rows.append(torch.cat([g.reshape(-1) for g in flat]))
+            else:
+                per = [torch.linalg.vector_norm(g) for g in grads if g is not None]
+                rows.append(torch.linalg.vector_norm(torch.stack(per)) if per else losses.new_zeros(()))
         with torch.no_grad():
-            n = torch.stack(norms).to(self.task_weights.dtype)
+            if synced:
+                group = getattr(self, "process_group", None)
+                n = torch.linalg.vector_norm(all_reduce_mean(torch.stack(rows), group), dim=1)
+            else:
+                n = torch.stack(rows)
+            n = n.to(self.task_weights.dtype)
             L = losses.detach().to(self.task_weights.dtype)
             self.initial_losses.copy_(torch.where(self.has_initial, self.initial_losses, L))
             self.has_initial.fill_(True)
@@ -150,7 +170,8 @@ class GradNorm(Weighting):
             self.grad_norms.copy_(G)
             self.targets.copy_(target)
             grad = torch.sign(G - target) * n
-            adam_step(self.task_weights, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, lr=self.lr)
+            self._count = (int(self.adam_step) if self._count is None else self._count) + 1
+            adam_step(self.task_weights, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, self._count, lr=self.lr)
             self.task_weights.clamp_(min=1e-6)
             self.task_weights.mul_(T / self.task_weights.sum())
 

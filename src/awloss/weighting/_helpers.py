@@ -59,24 +59,26 @@ def adam_step(
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     step: Tensor,
+    count: int,
     *,
     lr: float,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
 ) -> None:
-    """One Adam update (``torch.optim.Adam`` semantics, L2 ``weight_decay``) on tensors kept as buffers.
+    """One Adam update (``torch.optim.Adam``'s formula, L2 ``weight_decay``) on tensors kept as buffers.
 
-    Keeping the moments and the step count in buffers puts the method's optimizer state inside its
-    ``state_dict``, so a checkpoint resumes with the identical next update. No host synchronisation.
+    ``count`` is the step number after this update (1 for the first), kept on the host by the caller so
+    the bias corrections are Python floats; ``step`` is its buffer copy for ``state_dict``. Keeping the
+    moments and the step count in buffers puts the method's optimizer state inside its ``state_dict``, so a
+    checkpoint resumes with the identical next update. No host synchronisation.
     """
     b1, b2 = betas
     if weight_decay != 0:
-        grad = grad + weight_decay * param
+        grad = grad.add(param, alpha=weight_decay)
     step.add_(1)
-    exp_avg.mul_(b1).add_(grad, alpha=1 - b1)
+    exp_avg.lerp_(grad, 1 - b1)
     exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-    bc1 = 1 - b1**step
-    bc2 = 1 - b2**step
-    denom = (exp_avg_sq / bc2).sqrt_().add_(eps)
-    param.sub_(lr * (exp_avg / bc1) / denom)
+    bias1, bias2_sqrt = 1 - b1**count, math.sqrt(1 - b2**count)
+    denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(eps)
+    param.addcdiv_(exp_avg, denom, value=-lr / bias1)

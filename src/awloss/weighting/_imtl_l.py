@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .._registry import register
 from ._base import Weighting
@@ -44,7 +45,7 @@ class IMTLL(Weighting):
         >>> import torch, awloss
         >>> imtl = awloss.IMTLL(2)
         >>> imtl(torch.tensor(2.0), torch.tensor(0.5))  # e^0 * 2 - 0 + e^0 * 0.5 - 0
-        tensor(2.5000, grad_fn=<SumBackward0>)
+        tensor(2.5000, grad_fn=<_IMTLObjectiveBackward>)
         >>> imtl.weights
         tensor([1., 1.])
 
@@ -87,14 +88,49 @@ class IMTLL(Weighting):
     def forward(self, losses: Tensor) -> Tensor:
         dtype = torch.promote_types(losses.dtype, self.log_scale.dtype)
         s, losses = self.log_scale.to(dtype), losses.to(dtype)
-        if self.mask_zero_losses:
-            active = losses != 0
-            w = torch.exp(torch.where(active, s, s.detach()))
-            reg = torch.where(active, s, torch.zeros((), dtype=dtype, device=s.device))
-        else:
-            w, reg = torch.exp(s), s
+        if torch.compiler.is_compiling():  # plain ops: the compiler fuses them
+            out, w = _imtl_objective(s, losses, self.mask_zero_losses)
+        else:  # eager: one autograd node instead of five
+            out, w = _IMTLObjective.apply(s, losses, self.mask_zero_losses)
         self._set_weights(w)
-        return (w * losses - reg).sum()
+        return out
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}"
+
+
+def _imtl_objective(s: Tensor, losses: Tensor, mask: bool) -> tuple[Tensor, Tensor]:
+    """Reference with plain ops: ``(Σ e^{s}L - s, e^{s})``; a task with loss 0 leaves its ``s`` alone."""
+    if mask:
+        active = losses != 0
+        w = torch.exp(torch.where(active, s, s.detach()))
+        reg = torch.where(active, s, torch.zeros((), dtype=s.dtype, device=s.device))
+    else:
+        w, reg = torch.exp(s), s
+    return (w * losses - reg).sum(), w.detach()
+
+
+class _IMTLObjective(torch.autograd.Function):
+    """Same values and gradients as :func:`_imtl_objective` in one node: dL/ds = (e^s L - 1)·active."""
+
+    @staticmethod
+    def forward(ctx, s, losses, mask):  # type: ignore[no-untyped-def, override]
+        w = torch.exp(s)
+        active = losses != 0 if mask else None
+        reg = s if active is None else s * active
+        ctx.save_for_backward(losses, w, active)
+        ctx.mark_non_differentiable(w)
+        return torch.dot(w, losses) - reg.sum(), w
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _grad_w):  # type: ignore[no-untyped-def, override]
+        losses, w, active = ctx.saved_tensors
+        grad_s = grad_l = None
+        if ctx.needs_input_grad[0]:
+            grad_s = (w * losses - 1) * grad
+            if active is not None:
+                grad_s = grad_s * active
+        if ctx.needs_input_grad[1]:
+            grad_l = w * grad
+        return grad_s, grad_l, None

@@ -68,7 +68,7 @@ class STCH(Weighting):
 
     name = "stch"
     aliases = ("smooth_tchebycheff",)
-    stateful = True
+    stateful = False  # the paper's formula; an instance with warmup_epochs > 0 is stateful
 
     def __init__(
         self,
@@ -84,8 +84,11 @@ class STCH(Weighting):
         T = self.num_tasks
         self.mu = check_positive("mu", mu)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, minimum=0)
-        self.register_buffer("preference", as_weight_vector("preference", preference, T, positive=True))
-        self.register_buffer("ideal", as_weight_vector("ideal", ideal, T))
+        self.stateful = self.warmup_epochs > 0
+        lam, z = as_weight_vector("preference", preference, T, positive=True), as_weight_vector("ideal", ideal, T)
+        self._unit_preference, self._zero_ideal = bool((lam == 1).all()), bool((z == 0).all())  # skip no-op ops
+        self.register_buffer("preference", lam, persistent=False)  # constructor arguments, not state
+        self.register_buffer("ideal", z, persistent=False)
         self.register_buffer("epochs", torch.zeros((), dtype=torch.int64))
         self.register_buffer("loss_sum", torch.zeros(T))
         self.register_buffer("loss_count", torch.zeros((), dtype=torch.int64))
@@ -117,9 +120,15 @@ class STCH(Weighting):
         dtype = torch.promote_types(losses.dtype, self.preference.dtype)
         losses, lam = losses.to(dtype), self.preference.to(dtype)
         if not self.warmup_epochs:
-            p = lam * (losses - self.ideal.to(dtype)) / self.mu
-            self._set_weights(lam * torch.softmax(p.detach(), dim=0))
-            return self.mu * torch.logsumexp(p, dim=0)
+            p = losses if self._zero_ideal else losses - self.ideal.to(dtype)
+            if not self._unit_preference:
+                p = lam * p
+            if self.mu != 1.0:
+                p = p / self.mu
+            w = torch.softmax(p.detach(), dim=0)
+            self._set_weights(w if self._unit_preference else lam * w)
+            out = torch.logsumexp(p, dim=0)
+            return out if self.mu == 1.0 else self.mu * out
         epoch = self._epochs_done()
         if epoch < self.warmup_epochs:  # warm-up: sum of log-losses
             if self.training and epoch == self.warmup_epochs - 1:

@@ -141,7 +141,9 @@ class UncertaintyWeighting(Weighting):
     def forward(self, losses: Tensor) -> Tensor:
         s = self._log_var()
         dtype = torch.promote_types(losses.dtype, s.dtype)
-        s, losses, factor = s.to(dtype), losses.to(dtype), self.factor.to(dtype)
+        factor = self.factor
+        if s.dtype != dtype or losses.dtype != dtype or factor.dtype != dtype:
+            s, losses, factor = s.to(dtype), losses.to(dtype), factor.to(dtype)
         log1p = self.regularizer == "log1p"
         if torch.compiler.is_compiling():  # plain ops: the compiler fuses them
             out, w = _uw_objective(s, losses, factor, log1p, self.mask_zero_losses)

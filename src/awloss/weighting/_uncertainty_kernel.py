@@ -43,10 +43,10 @@ class _UWObjective(torch.autograd.Function):
         s, losses, w, active = ctx.saved_tensors
         grad_s = grad_l = None
         if ctx.needs_input_grad[0]:
-            dreg = torch.sigmoid(s) if ctx.log1p else torch.full_like(s, 0.5)
-            grad_s = (dreg - w * losses) * grad
+            wl = w * losses
+            grad_s = (torch.sigmoid(s).sub_(wl) if ctx.log1p else wl.neg_().add_(0.5)).mul_(grad)
             if active is not None:
-                grad_s = grad_s * active
+                grad_s.mul_(active)
         if ctx.needs_input_grad[1]:
             grad_l = w * grad
         return grad_s, grad_l, None, None, None
