@@ -99,12 +99,14 @@ def _per_task_grads(
 
 
 def _loop_backward(items: list[Tensor], shared: list[Tensor], retain: bool, cache: dict) -> tuple[Tensor, list[bool]]:
-    """One full ``backward`` per task; shared gradients are intercepted, every other leaf accumulates ``∇ΣLᵢ``.
+    """One full ``backward`` per task; shared gradients land in one flat buffer, every other leaf accumulates ``∇ΣLᵢ``.
 
-    A post-accumulate hook on each shared parameter copies its fresh ``.grad`` (task ``t``'s gradient,
-    still hot in cache) into row ``t`` of one flat ``[T, n]`` buffer kept between calls, and clears it,
-    so the next task starts from ``None``. The task heads need no graph traversal: they accumulate as in
-    ``Tensor.backward``. Returns the buffer and which parameters received a gradient.
+    Before task ``t``'s backward, each shared parameter's ``.grad`` is set to its slice of row ``t`` of one
+    flat ``[T, n]`` buffer kept between calls (zeroed row by row), so autograd's ``AccumulateGrad`` adds the
+    gradient in place, straight into the Jacobian: no copy and no Python call per parameter and task.
+    Which parameters receive a gradient is recorded by a post-accumulate hook removed as soon as it fired
+    once. (Parameters whose dtype differs from the buffer's take a copying hook instead.) The task heads
+    accumulate as in ``Tensor.backward``. Returns the buffer and which parameters received a gradient.
     """
     T = len(items)
     key = tuple((tuple(p.shape), p.dtype, p.device) for p in shared) + (T,)
@@ -117,40 +119,50 @@ def _loop_backward(items: list[Tensor], shared: list[Tensor], retain: bool, cach
         flat = torch.empty(T, sum(p.numel() for p in shared), dtype=dtype, device=shared[0].device)
         views, off = [], 0
         for p in shared:
-            views.append(flat[:, off : off + p.numel()])
+            views.append([flat[t, off : off + p.numel()].view(p.shape) for t in range(T)])
             off += p.numel()
-        entry = cache[key] = (flat, views)
-    flat, views = entry
-    written = [[False] * T for _ in shared]
+        direct = [p.dtype == dtype and p.layout == torch.strided for p in shared]
+        entry = cache[key] = (flat, views, direct)
+    flat, views, direct = entry
+    used = [False] * len(shared)
     saved = [p.grad for p in shared]
     current = [0]
 
-    def make_hook(k: int):  # type: ignore[no-untyped-def]
-        def hook(p: Tensor) -> None:
-            views[k][current[0]].copy_(p.grad.reshape(-1))
-            written[k][current[0]] = True
+    def make_mark(k: int):  # type: ignore[no-untyped-def]
+        def mark(p: Tensor) -> None:
+            used[k] = True
+
+        return mark
+
+    def make_copy(k: int):  # type: ignore[no-untyped-def]
+        def copy(p: Tensor) -> None:
+            views[k][current[0]].copy_(p.grad)
+            used[k] = True
             p.grad = None
 
-        return hook
+        return copy
 
-    handles = []
+    handles: dict[int, Any] = {}
     try:
         for k, p in enumerate(shared):
             p.grad = None
-            handles.append(p.register_post_accumulate_grad_hook(make_hook(k)))
+            handles[k] = p.register_post_accumulate_grad_hook(make_mark(k) if direct[k] else make_copy(k))
+        marking = [k for k in range(len(shared)) if direct[k]]
         for t, loss in enumerate(items):
             current[0] = t
+            flat[t].zero_()
+            for k in marking:
+                shared[k].grad = views[k][t]
             torch.autograd.backward(loss, retain_graph=retain or t < T - 1)
+            if any(used[k] for k in marking):
+                for k in marking:
+                    if used[k] and k in handles:
+                        handles.pop(k).remove()
     finally:
-        for h in handles:
+        for h in handles.values():
             h.remove()
         for p, g in zip(shared, saved):
             p.grad = g
-    used = [any(w) for w in written]
-    for k, w in enumerate(written):
-        for t in range(T):
-            if not w[t]:
-                views[k][t].zero_()
     return flat, used
 
 
