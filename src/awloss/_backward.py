@@ -349,6 +349,20 @@ def backward(
 
     # full per-task backward passes would fire DDP's reducer hooks: under DDP, autograd.grad only
     if representation is None and method == "loop" and task_params is None and not distributed:
+        if scale is None and getattr(aggregator, "_uniform", False):  # update = c·∇ΣLᵢ: one backward pass
+            (flat,), used = _task_grads([torch.stack(items).sum()], shared, retain_graph, cache, fn=_loop_backward)
+            if not any(used):
+                raise ValueError("No parameter in `shared_params` is used by the losses.")
+            w = aggregator.gramian_weights(flat.new_zeros(T, T))  # constant weights, G unused
+            if aggregator.check and not torch.compiler.is_compiling() and not bool(torch.isfinite(flat).all()):
+                raise ValueError("The gradient of the sum of the losses contains NaN or inf (or overflows float).")
+            update = flat * w[0].to(flat.dtype)
+            off = 0
+            for p, u in zip(shared, used):
+                if u:
+                    _accumulate(p, update[off : off + p.numel()].view(p.shape))
+                off += p.numel()
+            return aggregator._weights
         flat, used = _task_grads(items, shared, retain_graph, cache, fn=_loop_backward)  # heads get ∇ΣLᵢ
         if not any(used):
             raise ValueError("No parameter in `shared_params` is used by the losses.")

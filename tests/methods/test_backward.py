@@ -37,7 +37,9 @@ def grads(params):
     return torch.cat([p.grad.reshape(-1) for p in params])
 
 
-@pytest.mark.parametrize("name", ["upgrad", "mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "config", "grad_mean"])
+@pytest.mark.parametrize(
+    "name", ["upgrad", "mgda", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "config", "grad_mean", "grad_sum"]
+)
 @pytest.mark.parametrize("method", ["batched", "loop"])
 def test_equals_the_manual_computation(name, method):
     net, x, ys = setup()
@@ -137,6 +139,20 @@ def test_retain_graph_allows_a_second_call_and_errors_are_clear():
     bad = [losses[0], losses[1] * float("nan"), losses[2]]
     with pytest.raises(ValueError, match=r"Loss `losses\[1\]` must be finite"):
         awloss.backward(bad, net.trunk, awloss.get("mgda"))
+
+
+@pytest.mark.parametrize("name", ["grad_mean", "grad_sum", "upgrad"])
+def test_unused_parameter_and_non_finite_gradient_of_finite_losses(name):
+    """Mean/Sum take one backward of ΣLᵢ: an unused parameter keeps ``.grad = None``, NaN gradients raise."""
+    net, x, ys = setup()
+    extra = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    _, losses = net(x, ys)
+    awloss.backward(losses, [*net.trunk.parameters(), extra], awloss.get(name))
+    assert extra.grad is None and all(p.grad is not None for p in net.trunk.parameters())
+    _, losses = net(x, ys)
+    bad = [losses[0], losses[1] + (net.trunk[0].weight[0, 0] * 0).sqrt(), losses[2]]  # finite, gradient inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        awloss.backward(bad, net.trunk, awloss.get(name))
 
 
 def test_float32_model_and_unused_shared_parameter():

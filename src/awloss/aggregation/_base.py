@@ -154,6 +154,10 @@ class GramianAggregator(Aggregator):
     ``update = ∇(Σ wᵢLᵢ)`` can then be obtained by one weighted backward pass.
     """
 
+    #: the weights are one constant for every task whatever ``G`` (GradMean, GradSum): :func:`awloss.backward`
+    #: then needs no Jacobian, only the gradient of ``ΣLᵢ`` (one backward pass).
+    _uniform: ClassVar[bool] = False
+
     def forward(self, jacobian: Tensor) -> Tensor:
         G = jacobian @ jacobian.T
         w = self._weights_of(G)

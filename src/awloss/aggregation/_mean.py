@@ -44,6 +44,7 @@ class GradMean(GramianAggregator):
     """
 
     name = "grad_mean"
+    _uniform = True
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T = gramian.shape[0]
@@ -78,6 +79,7 @@ class GradSum(GramianAggregator):
     """
 
     name = "grad_sum"
+    _uniform = True
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         return torch.ones(gramian.shape[0], dtype=gramian.dtype, device=gramian.device)
