@@ -376,10 +376,12 @@ def backward(
             (flat,), used = _task_grads([torch.stack(items).sum()], shared, retain_graph, cache, fn=_loop_backward)
             if not any(used):
                 raise ValueError("No parameter in `shared_params` is used by the losses.")
-            w = aggregator.gramian_weights(flat.new_zeros(T, T))  # constant weights, G unused
-            if aggregator.check and not torch.compiler.is_compiling() and not bool(torch.isfinite(flat).all()):
+            aggregator._checks = []
+            w = aggregator.weights_from_gramian(flat.new_zeros(T, T)).to(flat.dtype)  # constant weights, G unused
+            aggregator._set_weights(w)
+            if aggregator.check and not torch.compiler.is_compiling() and not bool(torch.isfinite(flat.sum())):
                 raise ValueError("The gradient of the sum of the losses contains NaN or inf (or overflows float).")
-            update = flat * w[0].to(flat.dtype)
+            update = flat * w[0]
             off = 0
             for p, u in zip(shared, used):
                 if u:
