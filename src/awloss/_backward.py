@@ -284,7 +284,8 @@ def backward(
         method: how the per-task gradients are computed: ``"loop"`` (one ``autograd.grad`` per task into
             buffers reused across calls; fastest on CPU in our benchmark), ``"batched"`` (one vectorised
             ``is_grads_batched`` backward; fewer kernel launches on accelerators) or ``"auto"`` (default:
-            ``"loop"`` on CPU, ``"batched"`` elsewhere).
+            ``"loop"`` on CPU, ``"batched"`` elsewhere). ``grad_mean``/``grad_sum`` need no per-task gradients:
+            they take one backward of :math:`\sum_i L_i` whatever the method (not under DDP or ``task_params``).
         scaler: a ``torch.amp.GradScaler`` (fp16 training; pass the *unscaled* losses). The per-task
             gradients are taken of the scaled losses (no fp16 underflow) and unscaled before aggregating,
             so methods whose update does not scale with :math:`J` (Nash-MTL, DB-MTL's log) stay exact;
@@ -371,8 +372,9 @@ def backward(
         heads = _leaves(items, stop, exclude)
 
     # full per-task backward passes would fire DDP's reducer hooks: under DDP, autograd.grad only
-    if representation is None and method == "loop" and task_params is None and not distributed:
-        if scale is None and getattr(aggregator, "_uniform", False):  # update = c·∇ΣLᵢ: one backward pass
+    uniform = getattr(aggregator, "_uniform", False) and scale is None  # update = c·∇ΣLᵢ: one backward pass
+    if representation is None and (method == "loop" or uniform) and task_params is None and not distributed:
+        if uniform:  # whatever `method`: no per-task gradient is needed
             (flat,), used = _task_grads([torch.stack(items).sum()], shared, retain_graph, cache, fn=_loop_backward)
             if not any(used):
                 raise ValueError("No parameter in `shared_params` is used by the losses.")
