@@ -286,3 +286,13 @@ def test_fused_objective_matches_plain_ops_and_gradcheck(log1p, mask):
     assert torch.autograd.gradcheck(lambda s_, l_: _UWObjective.apply(s_, l_, factor, log1p, mask)[0], (s, L))
     if mask:
         assert ga[0][2] == 0  # the zero-loss task's s gets no gradient
+
+
+@pytest.mark.parametrize("check_finite", [True, False])
+def test_zero_loss_guard_holds_with_and_without_the_value_check(check_finite):
+    """The mask is skipped only when the value check proved every loss > 0 in this very call."""
+    uw = UncertaintyWeighting(2)
+    uw.check_finite = check_finite
+    uw(torch.tensor(1.0), torch.tensor(2.0))  # all positive: fast path
+    uw(torch.tensor(3.0), torch.tensor(0.0)).backward()
+    assert uw.log_var.grad[1] == 0 and uw.log_var.grad[0] != 0

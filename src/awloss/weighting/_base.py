@@ -72,6 +72,7 @@ class Weighting(nn.Module):
         self._calls = 0
         self._snapshot: tuple[Tensor, Tensor] | None = None
         self._warned_stale = False
+        self._all_positive = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -104,6 +105,7 @@ class Weighting(nn.Module):
         if names is not None and self._task_names is None:
             self._task_names = tuple(names)
         self._check_device(vec, device)
+        self.__dict__["_all_positive"] = False  # set by `_check_values` when it proves every loss > 0
         if self.check_finite and not torch.compiler.is_compiling():
             self._check_values(vec)
         return maybe_sync(self, vec) if sync else vec
@@ -199,7 +201,9 @@ class Weighting(nn.Module):
         d = vec.detach()
         if self.requires_nonnegative:  # one reduction: NaN propagates into both, -inf/negatives fail `lo >= 0`
             lo, hi = torch.aminmax(d)
-            ok = float(lo) >= 0 and math.isfinite(float(hi))
+            low = float(lo)
+            ok = low >= 0 and math.isfinite(float(hi))
+            self.__dict__["_all_positive"] = ok and low > 0  # lets a method skip its zero-loss handling
         else:
             ok = math.isfinite(float(d.sum()))
         if ok:

@@ -145,10 +145,11 @@ class UncertaintyWeighting(Weighting):
         if s.dtype != dtype or losses.dtype != dtype or factor.dtype != dtype:
             s, losses, factor = s.to(dtype), losses.to(dtype), factor.to(dtype)
         log1p = self.regularizer == "log1p"
+        mask = self.mask_zero_losses and not self._all_positive  # no zero loss in this call: nothing to mask
         if torch.compiler.is_compiling():  # plain ops: the compiler fuses them
-            out, w = _uw_objective(s, losses, factor, log1p, self.mask_zero_losses)
+            out, w = _uw_objective(s, losses, factor, log1p, mask)
         else:  # eager: one fused autograd node, about half the overhead of the plain ops
-            out, w = _UWObjective.apply(s, losses, factor, log1p, self.mask_zero_losses)
+            out, w = _UWObjective.apply(s, losses, factor, log1p, mask)
         self._set_weights(w)
         return out
 
