@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-from .._inputs import check_positive
 from .._registry import register
-from ._base import Weighting
-from ._helpers import check_positive_losses
+from ._helpers import PositiveLossWeighting
 
 __all__ = ["GeometricMean"]
 
 
 @register
-class GeometricMean(Weighting):
+class GeometricMean(PositiveLossWeighting):
     r"""Geometric loss strategy (GLS): the geometric mean of the task losses.
 
     Like :class:`ScaleInvariant`, the gradient direction does not depend on the scale of any one loss;
@@ -57,19 +53,7 @@ class GeometricMean(Weighting):
 
     name = "gls"
     aliases = ("geometric_mean", "geometric")
-    requires_nonnegative = True
-
-    def __init__(
-        self, num_tasks: int | None = None, *, eps: float = 0.0, task_names: Sequence[str] | None = None
-    ) -> None:
-        super().__init__(num_tasks, task_names=task_names)
-        self.eps = check_positive("eps", eps, strict=False)
-
-    def _check_values(self, vec: Tensor) -> None:
-        if self.eps == 0.0:
-            check_positive_losses(self, vec, super()._check_values, "it takes the geometric mean")
-        else:
-            super()._check_values(vec)
+    positive_reason = "it takes the geometric mean"
 
     def forward(self, losses: Tensor) -> Tensor:
         shifted = losses + self.eps if self.eps else losses

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_strictly_positive", "check_positive_losses", "adam_step", "as_weight_vector"]
+from .._inputs import check_positive
+from ._base import Weighting
+
+__all__ = ["check_strictly_positive", "check_positive_losses", "adam_step", "as_weight_vector", "PositiveLossWeighting"]
 
 
 def check_strictly_positive(module: torch.nn.Module, vec: Tensor, why: str) -> None:
@@ -82,3 +86,26 @@ def adam_step(
     bias1, bias2_sqrt = 1 - b1**count, math.sqrt(1 - b2**count)
     denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(eps)
     param.addcdiv_(exp_avg, denom, value=-lr / bias1)
+
+
+class PositiveLossWeighting(Weighting):
+    """Base of the methods that need every loss ``> 0`` (they take ``log L`` or ``1/L``).
+
+    A loss ``<= 0`` raises an error naming it, or every loss is shifted by ``eps > 0`` (subclasses add
+    ``self.eps`` in ``forward``). ``positive_reason`` finishes the error message.
+    """
+
+    requires_nonnegative = True
+    positive_reason: ClassVar[str] = "it takes log L"
+
+    def __init__(
+        self, num_tasks: int | None = None, *, eps: float = 0.0, task_names: Sequence[str] | None = None
+    ) -> None:
+        super().__init__(num_tasks, task_names=task_names)
+        self.eps = check_positive("eps", eps, strict=False)
+
+    def _check_values(self, vec: Tensor) -> None:
+        if self.eps == 0.0:
+            check_positive_losses(self, vec, super()._check_values, self.positive_reason)
+        else:
+            super()._check_values(vec)

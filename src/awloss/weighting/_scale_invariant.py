@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-from .._inputs import check_positive
 from .._registry import register
-from ._base import Weighting
-from ._helpers import check_positive_losses
+from ._helpers import PositiveLossWeighting
 
 __all__ = ["ScaleInvariant"]
 
 
 @register
-class ScaleInvariant(Weighting):
+class ScaleInvariant(PositiveLossWeighting):
     r"""Scale-invariant scalarisation: the sum of the log-losses, each weight :math:`1/L_i`.
 
     Multiplying a task's loss by a constant adds a constant to the objective and leaves the gradient
@@ -57,19 +53,7 @@ class ScaleInvariant(Weighting):
 
     name = "si"
     aliases = ("scale_invariant", "log_sum")
-    requires_nonnegative = True
-
-    def __init__(
-        self, num_tasks: int | None = None, *, eps: float = 0.0, task_names: Sequence[str] | None = None
-    ) -> None:
-        super().__init__(num_tasks, task_names=task_names)
-        self.eps = check_positive("eps", eps, strict=False)
-
-    def _check_values(self, vec: Tensor) -> None:
-        if self.eps == 0.0:
-            check_positive_losses(self, vec, super()._check_values, "it takes log L")
-        else:
-            super()._check_values(vec)
+    positive_reason = "it takes log L"
 
     def forward(self, losses: Tensor) -> Tensor:
         shifted = losses + self.eps if self.eps else losses

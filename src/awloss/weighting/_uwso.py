@@ -9,14 +9,13 @@ from torch import Tensor
 
 from .._inputs import check_positive
 from .._registry import register
-from ._base import Weighting
-from ._helpers import check_positive_losses
+from ._helpers import PositiveLossWeighting
 
 __all__ = ["UWSO"]
 
 
 @register
-class UWSO(Weighting):
+class UWSO(PositiveLossWeighting):
     r"""UW-SO: uncertainty weighting at its analytic optimum, softened by a tempered softmax.
 
     Minimising the uncertainty-weighting objective over :math:`\sigma_i` in closed form gives weights
@@ -62,7 +61,7 @@ class UWSO(Weighting):
 
     name = "uwso"
     aliases = ("uw_so", "soft_optimal_uncertainty")
-    requires_nonnegative = True
+    positive_reason = "its weights are softmax(1/L)"
 
     def __init__(
         self,
@@ -72,15 +71,8 @@ class UWSO(Weighting):
         eps: float = 0.0,
         task_names: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(num_tasks, task_names=task_names)
+        super().__init__(num_tasks, eps=eps, task_names=task_names)
         self.temperature = check_positive("temperature", temperature)
-        self.eps = check_positive("eps", eps, strict=False)
-
-    def _check_values(self, vec: Tensor) -> None:
-        if self.eps == 0.0:
-            check_positive_losses(self, vec, super()._check_values, "its weights are softmax(1/L)")
-        else:
-            super()._check_values(vec)
 
     def forward(self, losses: Tensor) -> Tensor:
         d = losses.detach()
