@@ -154,6 +154,7 @@ def main() -> None:
         results = run_all(rank, world, distributed=True)
         # weighting state must be bit-identical: check it collectively too
         torch.save(results, out_dir / f"rank{rank}.pt")
+        dist.barrier()  # every rank done before gloo is torn down (else a rank may abort at exit)
     finally:
         dist.destroy_process_group()
 
