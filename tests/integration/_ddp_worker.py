@@ -69,7 +69,6 @@ def run(name: str, variant: str, rank: int, world: int, distributed: bool) -> di
             return w(C.task_losses(net(x), y))
 
     history = []
-    caught: list = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for step in range(STEPS):

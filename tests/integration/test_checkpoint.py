@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-from pathlib import Path
 
 import pytest
 import torch
 
 import awloss
+import _awloss_engines_common as H  # registered by conftest.py
 
-
-def _helpers():
-    import sys
-
-    if "_awloss_engines_common" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "_awloss_engines_common", Path(__file__).with_name("_common.py")
-        )
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["_awloss_engines_common"]
-
-
-H = _helpers()
 STATEFUL = [n for n in awloss.available("weighting") if awloss.get_class(n).stateful]
 STEPS, STOP = 8, 4  # epochs end after steps 2, 5: step 4 is mid-epoch
 

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 import awloss
+import _awloss_engines_common as H  # registered by conftest.py
 
-
-def _helpers():
-    import sys
-
-    if "_awloss_engines_common" not in sys.modules:  # importable by name (torch.compile needs that)
-        spec = importlib.util.spec_from_file_location(
-            "_awloss_engines_common", Path(__file__).with_name("_common.py")
-        )
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["_awloss_engines_common"]
-
-
-H = _helpers()
 NAMES = awloss.available("weighting")
 # Loss-level methods that cannot be one graph, and why (strict: the test fails once they compile).
 GRAPH_BREAKS = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,19 +16,10 @@ import awloss
 L = pytest.importorskip("lightning")
 from awloss.integrations.lightning import MultiTaskMixin  # noqa: E402
 
+import _awloss_engines_common as H  # registered by conftest.py  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 
-
-def _helpers():
-    if "_awloss_engines_common" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("_awloss_engines_common", HERE / "_common.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["_awloss_engines_common"]
-
-
-H = _helpers()
 NAMES = awloss.available("weighting")
 TASKS = ["a", "b", "c"]
 

@@ -94,6 +94,21 @@ class Aggregator(nn.Module):
     def reset_parameters(self) -> None:
         """Re-initialise buffers; stateful subclasses override this."""
 
+    # A call counter for stateful methods: a ``step`` buffer (saved in ``state_dict``) mirrored by a host
+    # int ``_step``, so the hot path never reads the device to know which call this is.
+    def _init_step_counter(self) -> None:
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._step = 0
+
+    def _advance_step(self) -> int:
+        self._step += 1
+        self.step.fill_(self._step)
+        return self._step
+
+    def _reset_step(self) -> None:
+        self.step.zero_()
+        self._step = 0
+
     # ------------------------------------------------------------ checks
     def _validate_jacobian(self, J: Any) -> Tensor:
         if not isinstance(J, Tensor):
@@ -136,6 +151,8 @@ class Aggregator(nn.Module):
                 ref = state_dict[key]
                 self._buffers[name] = torch.empty_like(ref, device=buf.device if buf is not None else ref.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if "step" in self._buffers and prefix + "step" in state_dict:
+            self._step = int(state_dict[prefix + "step"])
 
     @classmethod
     def _make_example(cls, num_tasks: int) -> Aggregator:

@@ -65,18 +65,11 @@ class DBMTL(Aggregator):
         self.beta_sigma = check_positive("beta_sigma", beta_sigma, strict=False)
         self.eps = check_positive("eps", eps, strict=False)
         self.register_buffer("grad_ema", torch.zeros(0, 0))
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self._step = 0
+        self._init_step_counter()
 
     def reset_parameters(self) -> None:
         self.grad_ema = torch.zeros(0, 0, device=self.step.device)
-        self.step.zero_()
-        self._step = 0
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + "step" in state_dict:
-            self._step = int(state_dict[prefix + "step"])
+        self._reset_step()
 
     def transform_losses(self, losses: Tensor) -> Tensor:
         self._check_nonnegative(losses.detach().reshape(-1))
@@ -94,9 +87,7 @@ class DBMTL(Aggregator):
         J = jacobian
         if self.grad_ema.shape != J.shape:
             self.grad_ema = torch.zeros_like(J)
-        self._step += 1
-        self.step.fill_(self._step)
-        beta_t = self.beta / self._step**self.beta_sigma
+        beta_t = self.beta / self._advance_step() ** self.beta_sigma
         ema = self.grad_ema if self.grad_ema.dtype == J.dtype else self.grad_ema.to(J.dtype)
         ema = ema.mul(beta_t).add_(J.detach(), alpha=1 - beta_t)
         self.grad_ema = ema

@@ -66,18 +66,11 @@ class NashMTL(GramianAggregator):
         self.update_weights_every = check_int("update_weights_every", update_weights_every)
         self.max_iter = check_int("max_iter", max_iter)
         self.register_buffer("alpha", torch.zeros(0))
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self._step = 0
+        self._init_step_counter()
 
     def reset_parameters(self) -> None:
         self.alpha = torch.zeros(0, device=self.step.device)
-        self.step.zero_()
-        self._step = 0
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + "step" in state_dict:
-            self._step = int(state_dict[prefix + "step"])
+        self._reset_step()
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T = gramian.shape[0]
@@ -92,8 +85,7 @@ class NashMTL(GramianAggregator):
             a = a / nf.sqrt()  # α for the raw Gramian: Gα = 1/α
             self.alpha = a.detach()
             alpha = a.to(gramian.dtype)
-        self._step += 1
-        self.step.fill_(self._step)
+        self._advance_step()
         if self.max_norm > 0:
             norm = (alpha @ gramian @ alpha).clamp_min(0).sqrt()
             alpha = alpha * torch.where(norm > self.max_norm, self.max_norm / norm, torch.ones_like(norm))
