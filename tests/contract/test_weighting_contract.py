@@ -22,6 +22,21 @@ def losses_for(num_tasks: int, dtype=torch.float32) -> torch.Tensor:
     return (torch.rand(num_tasks, dtype=dtype) * 3 + 0.1).requires_grad_(True)
 
 
+def train_a_little(w: Weighting, *, steps: int, lr: float, epoch_every: int) -> None:
+    """A few optimiser steps with every lifecycle hook: `update` after each step, `step` at "epoch" ends."""
+    opt = torch.optim.SGD(w.param_groups(lr=lr), lr=lr) if w.param_groups() else None
+    for i in range(1, steps + 1):
+        losses = losses_for(w.num_tasks)
+        out = w(losses)
+        if opt is not None:
+            opt.zero_grad()
+            out.backward()
+            opt.step()
+        w.update(losses.detach())
+        if i % epoch_every == 0:
+            w.step()
+
+
 def test_registry_is_not_empty_and_holds_the_core():
     assert {"uw", "awl"} <= set(WEIGHTINGS)
     for name in WEIGHTINGS:
@@ -85,17 +100,7 @@ def test_dict_sets_task_names(name):
 def test_state_dict_round_trip_and_training(name):
     torch.manual_seed(0)
     w = make(name, 3)
-    opt = torch.optim.SGD(w.param_groups(lr=0.1), lr=0.1) if w.param_groups() else None
-    for step in range(4):  # move the state away from init
-        losses = losses_for(3)
-        out = w(losses)
-        if opt is not None:
-            opt.zero_grad()
-            out.backward()
-            opt.step()
-        w.update(losses.detach())
-        if step % 2:
-            w.step()
+    train_a_little(w, steps=4, lr=0.1, epoch_every=2)  # move the state away from init
     state = copy.deepcopy(w.state_dict())
     fresh = make(name, 3)
     fresh.load_state_dict(state)
@@ -132,16 +137,7 @@ def test_reset_restores_initial_state(name):
     torch.manual_seed(0)
     w = make(name, 3)
     init = copy.deepcopy(w.state_dict())
-    opt = torch.optim.SGD(w.param_groups(lr=0.5), lr=0.5) if w.param_groups() else None
-    for _ in range(3):
-        losses = losses_for(3)
-        out = w(losses)
-        if opt is not None:
-            opt.zero_grad()
-            out.backward()
-            opt.step()
-        w.update(losses.detach())
-        w.step()
+    train_a_little(w, steps=3, lr=0.5, epoch_every=1)
     w.reset()
     for k, v in w.state_dict().items():
         torch.testing.assert_close(v, init[k], msg=f"{name}: reset() left {k!r} changed")
