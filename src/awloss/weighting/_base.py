@@ -30,6 +30,11 @@ class Weighting(nn.Module):
     across calls), ``requires_nonnegative`` (the losses must be ``>= 0``, e.g. when a log is taken) and
     ``permutation_equivariant`` (permuting the tasks permutes the weights; ``False`` for random methods).
 
+    A task given as ``None`` is absent from the batch: it is left out of the method's normalisation and
+    state, its weight is reported as 0, and the other tasks are weighed as if ``T - 1`` tasks were given.
+    Methods without per-task state set ``absent_by_subset = True`` and simply run on the present losses;
+    the others read :meth:`_present_mask` in ``forward``.
+
     Set ``check_finite = False`` on an instance to skip the finiteness check, which costs one host
     synchronisation per call on an accelerator.
 
@@ -49,10 +54,12 @@ class Weighting(nn.Module):
     stateful: ClassVar[bool] = False
     requires_nonnegative: ClassVar[bool] = False
     permutation_equivariant: ClassVar[bool] = True
+    absent_by_subset: ClassVar[bool] = False
     stale_check_every: ClassVar[int] = 100
     check_finite: bool = True
     sync: bool | str = "auto"
     process_group: Any = None
+    _absent: tuple[int, ...] = ()  # indices given as None in the current call (set per call)
 
     def __init__(self, num_tasks: int | None = None, *, task_names: Sequence[str] | None = None) -> None:
         super().__init__()
@@ -90,7 +97,7 @@ class Weighting(nn.Module):
     def __call__(self, *losses: Any) -> Tensor:  # type: ignore[override]
         """Weigh ``losses`` (varargs, a sequence, a 1-D tensor or a mapping) into one scalar."""
         vec = self._loss_vector(losses)
-        out = super().__call__(vec)
+        out = super().__call__(vec) if not self._absent else self._call_with_absent(vec)
         if self.learnable and self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             self._watch_parameters(vec)
         return out
@@ -101,14 +108,56 @@ class Weighting(nn.Module):
         (``update(*losses)`` of a subclass receives losses already averaged over the ranks.)
         """
         device = self._device()
-        vec, names = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device)
+        vec, names, absent = as_loss_vector(
+            losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device, with_absent=True
+        )
         if names is not None and self._task_names is None:
             self._task_names = tuple(names)
         self._check_device(vec, device)
+        self.__dict__["_absent"] = absent
         self.__dict__["_all_positive"] = False  # set by `_check_values` when it proves every loss > 0
         if self.check_finite and not torch.compiler.is_compiling():
-            self._check_values(vec)
+            if absent:  # an absent task passes every check; a present loss is checked under its own label
+                self._check_values(vec.detach().index_fill(0, self._absent_index(vec), 1.0))
+                self.__dict__["_all_positive"] = False  # the absent slots hold 0
+            else:
+                self._check_values(vec)
         return maybe_sync(self, vec) if sync else vec
+
+    # ------------------------------------------------------ absent tasks
+    def _absent_index(self, vec: Tensor) -> Tensor:
+        """The indices of the tasks given as ``None`` in this call, as a tensor on ``vec``'s device."""
+        return torch.tensor(self._absent, dtype=torch.long, device=vec.device)
+
+    def _present_mask(self, vec: Tensor) -> Tensor | None:
+        """``Tensor[T]`` of bools, ``False`` for a task given as ``None``; ``None`` when every task is present."""
+        if not self._absent:
+            return None
+        return torch.ones(vec.shape[0], dtype=torch.bool, device=vec.device).index_fill_(
+            0, self._absent_index(vec), False
+        )
+
+    def _call_with_absent(self, vec: Tensor) -> Tensor:
+        """Weigh a call with tasks given as ``None``: they are left out, their weight reported as 0.
+
+        A method with ``absent_by_subset = True`` (no per-task state or parameters) simply runs on the
+        present losses; the others read :meth:`_present_mask` in ``forward`` to leave the absent tasks out
+        of their normalisation and state. The absent slots of ``vec`` hold a constant 0.
+        """
+        T = vec.shape[0]
+        if len(self._absent) == T:  # nothing to weigh: a constant 0, no state touched
+            self._set_weights(torch.zeros_like(vec))
+            return vec.sum()
+        if self.absent_by_subset:
+            absent = set(self._absent)
+            idx = torch.tensor([i for i in range(T) if i not in absent], dtype=torch.long, device=vec.device)
+            out = nn.Module.__call__(self, vec.index_select(0, idx))
+            w = self.weights
+            self._set_weights(w.new_zeros(T).index_copy_(0, idx, w))
+            return out
+        out = nn.Module.__call__(self, vec)
+        self._set_weights(self.weights.index_fill(0, self._absent_index(vec), 0.0))
+        return out
 
     def forward(self, losses: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Return the scalar objective for ``losses`` (``Tensor[T]``); call ``self._set_weights``."""

@@ -54,6 +54,7 @@ class GeometricMean(PositiveLossWeighting):
     name = "gls"
     aliases = ("geometric_mean", "geometric")
     positive_reason = "it takes the geometric mean"
+    absent_by_subset = True  # no per-task state: a task given as None is simply left out
 
     def forward(self, losses: Tensor) -> Tensor:
         shifted = losses + self.eps if self.eps else losses

@@ -132,13 +132,17 @@ class GradNorm(Weighting):
 
     def forward(self, losses: Tensor) -> Tensor:
         w = self.task_weights.to(torch.promote_types(losses.dtype, self.task_weights.dtype), copy=True)
+        present = self._present_mask(losses)
+        if present is not None:  # as if T - 1 tasks were given: the present weights sum to their count
+            w = w * present
+            w = w * (present.sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny))
         self._set_weights(w)
         out = torch.dot(w, losses.to(w.dtype))
         if self.training and torch.is_grad_enabled() and losses.requires_grad:
-            self._update(losses)
+            self._update(losses, present)
         return out
 
-    def _update(self, losses: Tensor) -> None:
+    def _update(self, losses: Tensor, present: Tensor | None) -> None:
         T = losses.shape[0]
         synced = _should_sync(self)
         rows = []
@@ -158,22 +162,35 @@ class GradNorm(Weighting):
                 n = torch.stack(rows)
             n = n.to(self.task_weights.dtype)
             L = losses.detach().to(self.task_weights.dtype)
-            self.initial_losses.copy_(torch.where(self.has_initial, self.initial_losses, L))
-            self.has_initial.fill_(True)
-            if not bool((n > 0).any()):
-                return
-            G = self.task_weights * n
+            # L_i(0) is the first loss > 0 of task i (a task absent or at 0 in the first calls has no rate yet)
             L0 = self.initial_losses
-            rate = torch.where(L0 > 0, L / L0.clamp_min(torch.finfo(L.dtype).tiny), torch.ones_like(L))
-            r = rate / rate.mean().clamp_min(torch.finfo(L.dtype).tiny)
-            target = G.mean() * r.pow(self.alpha)
+            L0.copy_(torch.where(self.has_initial & (L0 > 0), L0, L if present is None else L * present))
+            self.has_initial.fill_(True)
+            # Tasks absent, at loss 0 or without gradient on `shared` are left out of the means, the step and
+            # the renormalisation: their weight stays, and the others behave as if they were not there.
+            active = (n > 0) & (L > 0) & (L0 > 0)
+            if present is not None:
+                active &= present
+            if not bool(active.any()):
+                return
+            k = active.sum().to(L.dtype)
+            G = self.task_weights * n
+            tiny = torch.finfo(L.dtype).tiny
+            rate = torch.where(active, L / L0.clamp_min(tiny), torch.zeros_like(L))
+            r = rate / (rate.sum() / k).clamp_min(tiny)
+            target = torch.where(active, (G * active).sum() / k * r.pow(self.alpha), G)
             self.grad_norms.copy_(G)
             self.targets.copy_(target)
             grad = torch.sign(G - target) * n
             self._count = (int(self.adam_step) if self._count is None else self._count) + 1
+            kept = [b.clone() for b in (self.task_weights, self.exp_avg, self.exp_avg_sq)]
             adam_step(self.task_weights, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, self._count, lr=self.lr)
-            self.task_weights.clamp_(min=1e-6)
-            self.task_weights.mul_(T / self.task_weights.sum())
+            for b, old in zip((self.task_weights, self.exp_avg, self.exp_avg_sq), kept):
+                b.copy_(torch.where(active, b, old))
+            w = self.task_weights.clamp_(min=1e-6)
+            # Renormalise the active weights so that the total stays T, the inactive ones unchanged.
+            rest = (w * ~active).sum()
+            w.copy_(torch.where(active, w * ((T - rest).clamp_min(1e-6 * k) / (w * active).sum()), w))
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, alpha={self.alpha}, lr={self.lr}"

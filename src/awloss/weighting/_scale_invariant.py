@@ -54,6 +54,7 @@ class ScaleInvariant(PositiveLossWeighting):
     name = "si"
     aliases = ("scale_invariant", "log_sum")
     positive_reason = "it takes log L"
+    absent_by_subset = True  # no per-task state: a task given as None is simply left out
 
     def forward(self, losses: Tensor) -> Tensor:
         shifted = losses + self.eps if self.eps else losses

@@ -62,6 +62,7 @@ class UWSO(PositiveLossWeighting):
     name = "uwso"
     aliases = ("uw_so", "soft_optimal_uncertainty")
     positive_reason = "its weights are softmax(1/L)"
+    absent_by_subset = True  # no per-task state: a task given as None is simply left out
 
     def __init__(
         self,
