@@ -115,7 +115,8 @@ def _train_gradnorm(first_zero_steps: int, zero_from: int | None, steps: int = 1
 
 def test_a_zero_first_loss_does_not_collapse_the_other_weights():
     """Issue 11 §2: a task at loss 0 on the first call took L_i(0) = 0, so its rate stayed 1 forever and
-    the other tasks' weights were driven to the 1e-6 clamp (old main: [2.99, 7e-3, 5e-3] after 120 steps, heading for the clamp)."""
+    the other tasks' weights were driven toward the 1e-6 clamp (old main: [2.99, 7e-3, 5e-3] after 120
+    steps)."""
     w = _train_gradnorm(first_zero_steps=1, zero_from=None)[0].task_weights
     assert bool(torch.isfinite(w).all()) and float(w.sum()) == pytest.approx(3.0, rel=1e-5)
     assert float(w.min()) > 0.1, w
