@@ -160,3 +160,19 @@ def test_zero_loss_over_training_keeps_weights_finite_and_alive(name):
         weights = w.weights
         assert bool(torch.isfinite(weights).all()), f"{name}@{step}: {weights}"
         assert weights[[0, 2]].abs().max() >= 1e-3 * weights.abs().max(), f"{name}@{step}: collapsed {weights}"
+
+
+@pytest.mark.parametrize("name", WEIGHTINGS)
+def test_a_detached_loss_among_grad_losses_warns_naming_it(name):
+    """Issue 11 §6: a `.detach()`ed loss trains nothing; it was accepted silently (numbers are refused)."""
+    w = make(name, 3)
+    a, c = torch.tensor(1.0, requires_grad=True), torch.tensor(2.0, requires_grad=True)
+    with pytest.warns(UserWarning, match=r"Loss `b` does not require grad"):
+        w({"a": a, "b": torch.tensor(1.5), "c": c})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*does not require grad")
+        w({"a": a, "b": None, "c": c})  # None is the way to say "absent"
+        with torch.no_grad():
+            w({"a": a, "b": torch.tensor(1.5), "c": c})  # evaluation: nothing trains anyway

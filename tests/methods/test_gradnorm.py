@@ -146,3 +146,28 @@ def test_absent_task_is_left_out_and_the_others_sum_to_t_minus_1():
     torch.testing.assert_close(gn.weights[[0, 2]] / gn.weights[[0, 2]].sum(), before[[0, 2]] / before[[0, 2]].sum())
     assert gn.task_weights[1] == before[1]  # its state is untouched
     assert torch.isfinite(total)
+
+
+def test_a_gradnorm_deep_copied_alone_warns_that_it_measures_a_copy():
+    """Issue 11 §3: a deep copy of GradNorm alone measured copies of the layer and silently stopped."""
+    import copy
+
+    trunk = torch.nn.Linear(2, 2)
+    gn = copy.deepcopy(awloss.GradNorm(2, shared=trunk))
+    y = trunk(torch.ones(1, 2))
+    with pytest.warns(UserWarning, match="no loss reaches the `shared` parameters"):
+        gn(y[0, 0] ** 2, y[0, 1] ** 2)
+    both = copy.deepcopy(torch.nn.ModuleDict({"trunk": trunk, "gn": awloss.GradNorm(2, shared=trunk)}))
+    assert both["gn"]._shared[0] is both["trunk"].weight  # copied with the model: it measures the copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = both["trunk"](torch.ones(1, 2))
+        both["gn"](y[0, 0] ** 2, y[0, 1] ** 2)
+
+
+def test_checkpoint_with_another_alpha_is_refused():
+    state = awloss.GradNorm(2, shared=torch.nn.Linear(1, 1), alpha=1.5).state_dict()
+    with pytest.raises(ValueError, match=r"saved with `alpha`=1.5, but this GradNorm has `alpha`=0.5"):
+        awloss.GradNorm(2, shared=torch.nn.Linear(1, 1), alpha=0.5).load_state_dict(state)

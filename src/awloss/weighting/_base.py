@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -55,6 +56,7 @@ class Weighting(nn.Module):
     requires_nonnegative: ClassVar[bool] = False
     permutation_equivariant: ClassVar[bool] = True
     absent_by_subset: ClassVar[bool] = False
+    objective_params: ClassVar[tuple[str, ...]] = ()
     stale_check_every: ClassVar[int] = 100
     check_finite: bool = True
     sync: bool | str = "auto"
@@ -83,6 +85,10 @@ class Weighting(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.objective_params and "get_extra_state" not in cls.__dict__:
+            # The hyper-parameters that give the state its meaning travel in `state_dict()["_extra_state"]`.
+            cls.get_extra_state = Weighting._get_objective_state  # type: ignore[method-assign]
+            cls.set_extra_state = Weighting._set_objective_state  # type: ignore[method-assign]
         update = cls.__dict__.get("update")
         if update is not None and not getattr(update, "_awloss_synced", False):
             # Under DDP, `update(new_losses)` sees the losses averaged over the ranks, like `__call__`.
@@ -292,6 +298,46 @@ class Weighting(nn.Module):
                 stacklevel=3,
             )
         self._snapshot = None
+
+    # ------------------------------------------------------------ checkpoints
+    def _objective(self) -> dict[str, Any]:
+        """``{name: value}`` of the hyper-parameters listed in ``objective_params``, as JSON-able values."""
+        out: dict[str, Any] = {}
+        for name in self.objective_params:
+            v = getattr(self, name)
+            out[name] = v.detach().cpu().tolist() if isinstance(v, Tensor) else list(v) if isinstance(v, tuple) else v
+        return out
+
+    def _get_objective_state(self) -> Tensor:
+        """``get_extra_state`` of the methods declaring ``objective_params``: their values, JSON in a uint8
+        tensor (a tensor so that every ``state_dict`` consumer, broadcasts included, handles it)."""
+        data = json.dumps(self._objective(), sort_keys=True).encode()
+        dev = self._device()
+        return torch.tensor(list(data), dtype=torch.uint8, device=dev if dev is not None else "cpu")
+
+    def _set_objective_state(self, state: Any) -> None:
+        """Refuse a checkpoint saved with other objective-defining hyper-parameters (its state would mean
+        something else here: e.g. UW's log-variances under "log" vs "log1p")."""
+        if isinstance(state, Tensor):
+            state = json.loads(bytes(state.detach().cpu().tolist()).decode())
+        if not isinstance(state, dict):
+            return
+        mine = self._objective()
+        for name, saved in state.items():
+            if name in mine and mine[name] != saved:
+                cls = type(self).__name__
+                raise ValueError(
+                    f"This checkpoint of {cls} was saved with `{name}`={saved!r}, but this {cls} has "
+                    f"`{name}`={mine[name]!r}: its state would define a different objective. Build the module "
+                    f"with `{name}={saved!r}`, or drop the key '_extra_state' from the state dict to load the "
+                    "state anyway."
+                )
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        key = prefix + "_extra_state"
+        if self.objective_params and key not in state_dict:  # a checkpoint without it (older release): load
+            state_dict[key] = self._objective()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def _make_example(cls, num_tasks: int) -> Weighting:

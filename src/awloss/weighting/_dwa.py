@@ -66,6 +66,7 @@ class DWA(Weighting):
     name = "dwa"
     aliases = ("dynamic_weight_average",)
     stateful = True
+    objective_params = ("temperature",)  # a checkpoint saved with another temperature is refused on load
 
     def __init__(self, num_tasks: int, *, temperature: float = 2.0, task_names: Sequence[str] | None = None) -> None:
         super().__init__(num_tasks, task_names=task_names)

@@ -75,6 +75,7 @@ class FAMO(Weighting):
 
     name = "famo"
     stateful = True
+    objective_params = ("min_losses", "eps")  # a checkpoint saved with others is refused on load
 
     def __init__(
         self,

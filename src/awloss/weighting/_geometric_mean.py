@@ -57,6 +57,7 @@ class GeometricMean(PositiveLossWeighting):
     absent_by_subset = True  # no per-task state: a task given as None is simply left out
 
     def forward(self, losses: Tensor) -> Tensor:
+        losses = losses.to(self._weight_dtype(losses))  # float16/bfloat16: weights and objective in float32
         shifted = losses + self.eps if self.eps else losses
         out = torch.exp(torch.log(shifted).mean())
         d = out.detach()

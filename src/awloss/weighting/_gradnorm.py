@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -70,14 +71,19 @@ class GradNorm(Weighting):
         ``backward(retain_graph=True)`` adds every task's gradient into the model a second time;
         ``autograd.grad`` avoids that. Weights are clamped to stay > 0 before renormalising (the paper
         does not say what happens when one would become negative). Calls in ``eval()`` mode, without
-        grad, or whose losses do not reach ``shared`` leave the weights unchanged. Under DDP the per-task
-        gradients on ``shared`` are averaged over the ranks before their norms are taken (one all-reduce
-        of ``T x |W|`` numbers), so every rank computes the weights of the concatenated batch.
+        grad, or whose losses do not reach ``shared`` leave the weights unchanged (the latter warns once:
+        a GradNorm deep-copied or pickled on its own holds copies of the layer, not the model's; copy it
+        together with the model, whose copy it then measures, or rebuild it on the model's layer). Under
+        DDP the per-task gradients on ``shared`` are averaged over the ranks before their norms are taken
+        (one all-reduce of ``T x |W|`` numbers), so every rank computes the weights of the concatenated batch.
+        Tasks absent (``None``), at loss 0 or without gradient on ``shared`` are left out of the means, the
+        step and the renormalisation (their weight stays); L_i(0) is a task's first loss > 0.
     """
 
     name = "gradnorm"
     stateful = True
     requires_nonnegative = True
+    objective_params = ("alpha",)  # a checkpoint saved with another alpha is refused on load
 
     def __init__(
         self,
@@ -146,14 +152,26 @@ class GradNorm(Weighting):
         T = losses.shape[0]
         synced = _should_sync(self)
         rows = []
+        reached = False
         for i in range(T):
             grads = torch.autograd.grad(losses[i], self._shared, retain_graph=True, allow_unused=True)
+            reached = reached or any(g is not None for g in grads)
             if synced:  # under DDP: the norm of the rank-averaged gradient, as one process would see it
                 flat = [torch.zeros_like(p) if g is None else g for p, g in zip(self._shared, grads)]
                 rows.append(torch.cat([g.reshape(-1) for g in flat]))
             else:
                 per = [torch.linalg.vector_norm(g) for g in grads if g is not None]
                 rows.append(torch.linalg.vector_norm(torch.stack(per)) if per else losses.new_zeros(()))
+        if not reached and not self.__dict__.get("_warned_unreached"):
+            self.__dict__["_warned_unreached"] = True
+            warnings.warn(
+                "GradNorm: no loss reaches the `shared` parameters, so the weights do not move. A GradNorm "
+                "deep-copied or pickled on its own measures copies of the layer, not the model's: build it "
+                "with the model's layer (`GradNorm(T, shared=model.encoder[-1])`) and load the copy's state_dict "
+                "into it, or deep-copy it together with the model.",
+                UserWarning,
+                stacklevel=5,
+            )
         with torch.no_grad():
             if synced:
                 group = getattr(self, "process_group", None)

@@ -69,6 +69,7 @@ class STCH(Weighting):
     name = "stch"
     aliases = ("smooth_tchebycheff",)
     stateful = False  # the paper's formula; an instance with warmup_epochs > 0 is stateful
+    objective_params = ("mu", "preference", "ideal", "warmup_epochs")  # checked on load_state_dict
 
     def __init__(
         self,

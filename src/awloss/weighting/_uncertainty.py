@@ -81,6 +81,7 @@ class UncertaintyWeighting(Weighting):
     learnable = True
     stateful = True
     requires_nonnegative = True
+    objective_params = ("regularizer", "task_types", "clamp")  # checked on load_state_dict (see Weighting)
 
     def __init__(
         self,
