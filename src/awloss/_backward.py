@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,9 +11,22 @@ from torch import Tensor, nn
 
 from ._inputs import _split, as_loss_vector
 from .aggregation._base import Aggregator, GramianAggregator
-from .integrations.distributed import all_reduce_mean, all_reduce_mean_many, is_distributed
+from .distributed import all_reduce_mean, all_reduce_mean_many, is_distributed
 
 __all__ = ["backward"]
+
+# Per-aggregator Jacobian buffers, kept OUTSIDE the aggregator: in its ``__dict__`` they were pickled,
+# deep-copied and torch.save'd with it, and the copy's buffer no longer aliased its per-parameter views
+# while the cache key still matched, so the shared parameters got gradient 0 forever (issue 11 §3).
+_CACHES: weakref.WeakKeyDictionary[Aggregator, dict] = weakref.WeakKeyDictionary()
+
+
+def _cache_of(aggregator: Aggregator) -> dict:
+    cache = _CACHES.get(aggregator)
+    if cache is None:
+        cache = _CACHES[aggregator] = {}
+    return cache
+
 
 _ENGINE = getattr(torch.autograd.Variable, "_execution_engine", None)  # what torch.autograd.backward calls
 
@@ -296,7 +310,7 @@ def backward(
     Under ``torch.distributed`` (DDP) the loss values, the per-task gradients of the shared parameters and
     the heads' gradients are averaged over the ranks (one all-reduce), so every rank aggregates the
     Jacobian of the global batch and applies the same update; ``.grad`` is written without DDP's reducer
-    (no "marked ready twice", ``no_sync()`` is harmless), see :mod:`awloss.integrations.distributed`.
+    (no "marked ready twice", ``no_sync()`` is harmless), see :mod:`awloss.distributed`.
 
     Returns:
         The aggregator's weights ``Tensor[T]`` (detached), or ``None`` for non-weighted aggregators (GradDrop).
@@ -363,7 +377,7 @@ def backward(
         if not isinstance(representation, Tensor) or not representation.requires_grad:
             raise ValueError("Argument `representation` must be a tensor that requires grad (a shared feature).")
         exclude.add(id(representation))
-    cache = aggregator.__dict__.setdefault("_jacobian_cache", {})
+    cache = _cache_of(aggregator)
     heads: list[Tensor] = []
     if task_params is not None:
         heads = [p for p in _as_params(task_params, "task_params") if id(p) not in exclude]
