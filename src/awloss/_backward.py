@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ._inputs import _split, as_loss_vector
 from .aggregation._base import Aggregator, GramianAggregator
-from .integrations.distributed import all_reduce_mean, all_reduce_mean_many, is_distributed
+from .distributed import all_reduce_mean, all_reduce_mean_many, is_distributed
 
 __all__ = ["backward"]
 
@@ -429,7 +429,7 @@ def backward(
     Under ``torch.distributed`` (DDP) the loss values, the per-task gradients of the shared parameters and
     the heads' gradients are averaged over the ranks (one all-reduce), so every rank aggregates the
     Jacobian of the global batch and applies the same update; ``.grad`` is written without DDP's reducer
-    (no "marked ready twice", ``no_sync()`` is harmless), see :mod:`awloss.integrations.distributed`.
+    (no "marked ready twice", ``no_sync()`` is harmless), see :mod:`awloss.distributed`.
 
     Returns:
         The aggregator's weights ``Tensor[T]`` (detached), or ``None`` for non-weighted aggregators (GradDrop).

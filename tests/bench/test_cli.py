@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import awloss
-from awloss.bench import cli, runner
+from awloss.bench import cli, engine, runner
 from awloss.bench.cli import main, parse_method_args
 from awloss.bench.datasets import BenchError, get_dataset
 from awloss.weighting import Weighting
@@ -66,7 +66,7 @@ def test_deterministic_and_stl_cached(tmp_path, monkeypatch):
         calls.append(spec.kind)
         return real(ds, data, spec, *a, **k)
 
-    monkeypatch.setattr(cli, "train_run", counting)
+    monkeypatch.setattr(engine, "train_run", counting)
     args = ["bench", "--quick", "-d", "synthetic", "--methods", "ew,uw", "--no-progress", "--no-plots"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert calls.count("stl") == 3 and calls.count("weighting") == 2

@@ -27,7 +27,7 @@ What the mixin does:
 * Every step, ``weight/<task>`` (and ``sigma/<task>`` when the method has σ) are logged with
   ``self.log`` (the logger writes them every ``Trainer(log_every_n_steps=…)`` steps).
 * Under ``strategy="ddp"`` the weighting syncs its losses across ranks by itself
-  (:mod:`awloss.integrations.distributed`), so every rank logs and learns the same weights.
+  (:mod:`awloss.distributed`), so every rank logs and learns the same weights.
 """
 
 from __future__ import annotations
