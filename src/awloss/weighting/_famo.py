@@ -70,7 +70,9 @@ class FAMO(Weighting):
         the decay term dominates them so the logits barely move (our toy test in ``tests/methods`` shows
         matched loss-decrease rates at 1e-3 and a stalled task at 0.01). The official ``backward`` also
         clips the shared gradient norm to 1; we leave clipping to the user's loop. Calls in ``eval()``
-        mode do not record losses for :meth:`update`.
+        mode do not record losses for :meth:`update`. A task absent (``None``) or exactly at its bound
+        (:math:`L_i = b_i`: its log is :math:`\log\epsilon`, which gave every other task a weight of about
+        1e-8) is left out of :math:`c` and of the logit update, with weight 0, as if :math:`T-1` tasks were given.
     """
 
     name = "famo"
