@@ -10,6 +10,7 @@ loss where it takes ``log L`` or ``1/L``) or returns a finite objective and fini
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -21,7 +22,13 @@ import awloss
 pytestmark = pytest.mark.filterwarnings("ignore:UWSO.*one task:UserWarning")  # its documented warning
 
 WEIGHTINGS = awloss.available("weighting")
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Derandomised: the same draws on every run (CI must not flake); AWLOSS_DEGENERATE_EXAMPLES=500 explores more.
+SETTINGS = settings(
+    max_examples=int(os.environ.get("AWLOSS_DEGENERATE_EXAMPLES", "30")),
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 # log10 of the smallest and largest magnitudes drawn per dtype (kept so that a sum of 6 losses is finite)
 SCALES = {torch.float64: (-20, 20), torch.float32: (-20, 20), torch.bfloat16: (-20, 20), torch.float16: (-4, 3)}
@@ -88,11 +95,17 @@ def check(name, case):
     if w.permutation_equivariant:
         for j, i in duplicate_of.items():
             torch.testing.assert_close(weights[j], weights[i], msg=f"{name}: duplicated tasks weigh differently")
-    if dtype in (torch.float32, torch.float64):  # the weights are the gradient of the objective
-        present = [i for i in range(T) if i not in absent]
+    present = [i for i in range(T) if i not in absent]
+    biggest = max((float(leaves[i]) for i in present), default=0.0)
+    # The weights are the gradient of the objective, where autograd's own gradient is accurate: at losses
+    # whose absolute resolution (eps * max L) is coarse, e.g. logsumexp at 1e13, autograd is the one off.
+    if dtype in (torch.float32, torch.float64) and torch.finfo(dtype).eps * biggest < 1e-3:
         grads = torch.autograd.grad(out, [leaves[i] for i in present], allow_unused=True)
         g = torch.stack([torch.zeros((), dtype=dtype) if x is None else x for x in grads])
-        torch.testing.assert_close(g, weights[present].to(dtype), rtol=1e-4, atol=1e-30, msg=f"{name}: {case}")
+        scale = float(weights.abs().max())  # cancellation in autograd's backward is relative to the largest term
+        torch.testing.assert_close(
+            g, weights[present].to(dtype), rtol=1e-4, atol=1e-4 * scale + 1e-30, msg=f"{name}: {case}"
+        )
     else:  # half precision: the weights are computed in at least the loss dtype, and finite
         assert weights.dtype in (dtype, torch.float32, torch.float64)
 

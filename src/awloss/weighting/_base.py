@@ -162,7 +162,9 @@ class Weighting(nn.Module):
             self._set_weights(w.new_zeros(T).index_copy_(0, idx, w))
             return out
         out = nn.Module.__call__(self, vec)
-        self._set_weights(self.weights.index_fill(0, self._absent_index(vec), 0.0))
+        w = self.weights
+        if w.shape[0] == T:  # (AutomaticWeightedLoss's seed mode reports only the k losses it was given)
+            self._set_weights(w.index_fill(0, self._absent_index(vec), 0.0))
         return out
 
     def forward(self, losses: Tensor) -> Tensor:  # pragma: no cover - abstract
