@@ -88,6 +88,16 @@ NOTES: dict[str, tuple[str, str, str]] = {
                "Conflict-free update with equal cosine to every task gradient (from physics-informed NNs)."),
     "dbmtl": ("Lin et al., 2023", "https://arxiv.org/abs/2308.12029",
               "Log-losses plus gradient-norm balancing; the best method in its own LibMTL benchmark."),
+    "grad_constant": ("fixed gradient weights (TorchJD Constant)", "",
+                      "Fixed weights at the gradient level; a baseline, or to replay a TorchJD run."),
+    "grad_random": ("Lin et al., TMLR 2022", "https://arxiv.org/abs/2111.10603",
+                    "A random-weights control at the gradient level (as `rlw`, at T× the cost)."),
+    "trimmed_mean": ("Yin et al., ICML 2018", "https://proceedings.mlr.press/v80/yin18a.html",
+                     "A few rows may be outliers or corrupted (federated workers); robust per coordinate. "
+                     "Not an MTL method: with few tasks it discards most of the information."),
+    "krum": ("Blanchard et al., NeurIPS 2017", "",
+             "Byzantine-robust selection of the most central gradients (federated learning); in MTL it "
+             "follows one task per step, so expect it to underperform the mean."),
 }
 
 

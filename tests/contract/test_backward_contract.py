@@ -80,3 +80,49 @@ def test_pickled_state_holds_no_jacobian_buffer(name):
     n_params = sum(p.numel() for p in trunk.parameters())
     big = [v for v in vars(pickle.loads(pickle.dumps(agg))).values() if isinstance(v, torch.Tensor)]
     assert all(v.numel() < T * n_params for v in big)
+
+
+def _jacobian(losses, params):
+    rows = []
+    for L in losses:
+        if L is None:
+            rows.append(torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype))
+            continue
+        gs = torch.autograd.grad(L, params, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, gs)]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("method", ["loop", "batched", "representation"])
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_an_absent_task_reaches_the_aggregator_as_a_zero_row(name, method):
+    """``None`` (task absent from the batch) is a zero row of the Jacobian; its head gets no gradient."""
+    trunk, heads, xs = _model()
+    f = trunk(xs[0])
+    losses = [(h(f).squeeze(-1) - i).pow(2).mean() for i, h in enumerate(heads)]
+    losses[1] = None
+    agg, ref = make(name), make(name)
+    shared = list(trunk.parameters())
+    rep = method == "representation"
+    if rep and agg.state_per_column:
+        with pytest.raises(ValueError, match="representation="):
+            awloss.backward(losses, shared, agg, representation=f)
+        return
+    log = type(agg).transform_items is not Aggregator.transform_items
+    rows = [None if L is None else (torch.log(L + agg.eps) if log else L) for L in losses]
+    J = _jacobian(rows, [f] if rep else shared)
+    torch.manual_seed(7)
+    expected = ref(J)
+    if rep:
+        expected = torch.autograd.grad(f, shared, expected.view(f.shape), retain_graph=True)
+        expected = torch.cat([g.reshape(-1) for g in expected])
+    head0 = torch.autograd.grad(sum(r for r in rows if r is not None), heads[0].weight, retain_graph=True)[0]
+    torch.manual_seed(7)
+    kw = {"representation": f} if rep else {"method": method}
+    w = awloss.backward({"a": losses[0], "b": None, "c": losses[2]}, shared, agg, **kw)
+    got = torch.cat([p.grad.reshape(-1) for p in shared])
+    torch.testing.assert_close(got, expected)
+    if ref.weighted:
+        torch.testing.assert_close(w, ref.weights)
+    assert heads[1].weight.grad is None and heads[0].weight.grad is not None
+    torch.testing.assert_close(heads[0].weight.grad, head0)

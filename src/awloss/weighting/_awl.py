@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from .._registry import register
+from . import _awl_seed as _seed
 from ._uncertainty import UncertaintyWeighting
 
 __all__ = ["AutomaticWeightedLoss"]
@@ -72,6 +73,7 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
         *,
         num_tasks: int | None = None,
         parameterization: Literal["log_variance", "sigma"] = "log_variance",
+        mask_zero_losses: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if num_tasks is not None:
@@ -82,12 +84,32 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             )
         if parameterization == "sigma" and kwargs.get("clamp") is not None:
             raise ValueError("Parameter `clamp` needs parameterization='log_variance'.")
+        if mask_zero_losses is None:  # sigma mode is the seed, bit for bit, zero losses included
+            mask_zero_losses = parameterization == "log_variance"
         kwargs.setdefault("regularizer", "log1p")
-        super().__init__(num, **kwargs)
+        super().__init__(num, mask_zero_losses=mask_zero_losses, **kwargs)
         self.parameterization = parameterization
+        self._warned: set[str] = set()
         if parameterization == "sigma":
             del self.log_var
             self.params = nn.Parameter(torch.exp(0.5 * self.init))
+
+    @property  # type: ignore[override]
+    def params(self) -> Tensor:
+        """σ per task. The learned parameter in sigma mode; a detached, read-only σ otherwise (for logging)."""
+        p = self.__dict__["_parameters"].get("params")
+        if p is not None:
+            return p
+        if self.parameterization == "sigma":
+            raise AttributeError("params")  # not registered yet (construction)
+        return self.sigma
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        raise AttributeError(
+            "`AutomaticWeightedLoss.params` is read-only in the log-variance parameterization (it returns σ); "
+            "set `log_var` (log σ²), load a state_dict, or use parameterization='sigma'."
+        )
 
     def reset_parameters(self) -> None:
         if self.parameterization == "log_variance":
@@ -106,36 +128,111 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             return self.params.detach().abs()
         return super().sigma
 
+    # ------------------------------------------------------------- the seed's call forms
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=_seed.user_stacklevel())
+
+    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
+        num, k = self.num_tasks, _seed.count(losses)
+        assert num is not None
+        given = None
+        if k is not None and 0 < k < num:  # the seed uses the first k σ's
+            self._warn_once(
+                "fewer",
+                f"AutomaticWeightedLoss({num}) got {k} losses: like the seed it weighs them with σ_1..σ_{k}, and "
+                f"σ_{k + 1}..σ_{num} get no gradient. Construct it with `AutomaticWeightedLoss({k})` if that is "
+                "not intended.",
+            )
+            losses, given = _seed.pad(losses, num), k
+        try:
+            vec = super()._loss_vector(losses, sync=sync)
+        except (TypeError, ValueError) as error:
+            raise _seed.explain(error, losses, num) from None
+        self.__dict__["_given"] = given
+        return vec
+
+    def _check_values(self, vec: Tensor) -> None:
+        try:
+            super()._check_values(vec)
+        except ValueError as error:
+            if bool((vec.detach() < 0).any()):
+                raise ValueError(f"{error} {_seed.negative_hint()}") from None
+            raise
+
+    def _check_device(self, vec: Tensor, dev: torch.device | None) -> None:
+        if dev is not None and dev != vec.device:  # the seed: compute on the losses' device, σ stays put
+            self._warn_once(
+                "device",
+                f"Losses are on {vec.device} but AutomaticWeightedLoss's parameters are on {dev}: computing on "
+                f"{vec.device} like the seed, with the parameters left on {dev} (their gradient is copied back "
+                f"at every step). `awl.to({str(vec.device)!r})` before building the optimizer is faster.",
+            )
+
     def forward(self, losses: Tensor) -> Tensor:
+        k = self.__dict__.pop("_given", None)
+        if k is None and losses.shape[0] < (self.num_tasks or 0):
+            k = losses.shape[0]
+        if k is not None:
+            losses = losses[:k]
         if self.parameterization == "log_variance":
-            return super().forward(losses)
-        # The seed's loop, term for term, so that values and gradients match it bit for bit.
+            s, factor = self._log_var(), self.factor
+            if k is not None:
+                s, factor = s[:k], factor[:k]
+            if s.device != losses.device:
+                s, factor = s.to(losses.device), factor.to(losses.device)
+            return self._weigh(s, factor, losses)
+        return self._seed_forward(losses)
+
+    def _seed_forward(self, losses: Tensor) -> Tensor:
+        # The seed's loop, term for term (σ's kept where they are, as 0-dim tensors), so that values and
+        # gradients match it bit for bit, also with the module on the CPU and the losses elsewhere.
         p = self.params.to(torch.promote_types(losses.dtype, self.params.dtype))
-        factor = self.factor.to(p.dtype)
+        if self.mask_zero_losses and p.device != losses.device:
+            p = p.to(losses.device)
         total: Tensor | int = 0
         weights = []
         for i in range(losses.shape[0]):
-            pi, c = p[i], factor[i] * 2
+            pi, num = p[i], 0.5 if self.task_types[i] == "regression" else 1.0
             if self.mask_zero_losses:
                 active = losses[i] != 0
                 pi_data = torch.where(active, pi, pi.detach())
                 reg = torch.where(active, torch.log(1 + pi**2), torch.zeros_like(pi))
             else:
                 pi_data, reg = pi, torch.log(1 + pi**2)
-            w = c * 0.5 / (pi_data**2) if self.task_types[i] != "regression" else 0.5 / (pi_data**2)
+            w = num / (pi_data**2)
             weights.append(w)
             total = total + (w * losses[i] + reg)
-        self._set_weights(torch.stack(weights))
+        w_all = torch.stack(weights)
+        self._set_weights(w_all if w_all.device == losses.device else w_all.to(losses.device))
         assert isinstance(total, Tensor)
         return total
 
+    # ------------------------------------------------------------- the seed's checkpoints
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         legacy, new = prefix + "params", prefix + "log_var"
+        if legacy in state_dict:
+            _seed.check_seed_sigma(state_dict[legacy], legacy)
         if self.parameterization == "log_variance" and legacy in state_dict and new not in state_dict:
             state_dict[new] = torch.log(state_dict.pop(legacy).detach() ** 2)
+            self._warn_converted(legacy, new, "σ", "log σ²", "sigma")
         elif self.parameterization == "sigma" and new in state_dict and legacy not in state_dict:
-            state_dict[legacy] = torch.exp(0.5 * state_dict.pop(new).detach())
+            s = state_dict.pop(new).detach()
+            if s.device.type != "meta" and not bool(torch.isfinite(s).all()):
+                raise ValueError(f"Checkpoint key `{new}` must be finite, got {s.tolist()}.")
+            state_dict[legacy] = torch.exp(0.5 * s)
+            self._warn_converted(new, legacy, "log σ²", "σ", "log_variance")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _warn_converted(self, old_key: str, new_key: str, old: str, new: str, mode: str) -> None:
+        warnings.warn(
+            f"Converted checkpoint key `{old_key}` ({old}) into `{new_key}` ({new}) for "
+            f"parameterization={self.parameterization!r}. "
+            + _seed.OPTIMIZER_STATE.format(old=old, new=new, mode=mode),
+            UserWarning,
+            stacklevel=_seed.user_stacklevel(),
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, parameterization={self.parameterization!r}"
