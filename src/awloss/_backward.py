@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ._inputs import _split, as_loss_vector
 from .aggregation._base import Aggregator, GramianAggregator
-from .distributed import is_distributed, reduce_jacobian, sync_task_losses
+from .distributed import fsdp_backward, is_distributed, is_sharded, reduce_jacobian, sync_task_losses
 
 __all__ = ["backward"]
 
@@ -503,6 +503,8 @@ def backward(
                 "Pass the shared parameters without `representation=`."
             )
         exclude.add(id(representation))
+    if is_sharded(shared):  # FSDP2: the Gramian from the shards (awloss.distributed)
+        return fsdp_backward(items, shared, aggregator, retain_graph, representation=representation, scale=scale)
     uniform = getattr(aggregator, "_uniform", False) and scale is None  # update = c·∇ΣLᵢ: one backward pass
     if not (uniform and representation is None and task_params is None and not distributed):
         method = _resolve_method(method, items, representation)

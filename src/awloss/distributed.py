@@ -495,3 +495,116 @@ def reduce_jacobian(
         out.append(flat[start : start + n].view(s).div_(world).to(p.dtype if b is None else b.dtype) if u else None)
         start += n
     return out[: len(blocks)], out[len(blocks) :]
+
+
+# --------------------------------------------------------------------------- FSDP2 (fully_shard)
+def is_sharded(params: Sequence[Tensor]) -> bool:
+    """``True`` when some of ``params`` are sharded ``DTensor`` parameters (``torch.distributed.fsdp.fully_shard``)."""
+    if not params or not _dist().is_available():
+        return False
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - old torch
+        return False
+    return any(isinstance(p, DTensor) for p in params)
+
+
+def reject_sharded(params: Sequence[Tensor], what: str) -> None:
+    """Raise ``NotImplementedError`` if ``params`` are sharded by FSDP2: ``torch.autograd.grad`` of a sharded
+    parameter is ``None`` (the forward uses the all-gathered copy), so a method measuring their gradients
+    would silently see zeros."""
+    if is_sharded(params):
+        raise NotImplementedError(
+            f"{what} is sharded by FSDP2 (fully_shard): its per-task gradients cannot be taken from the shards. "
+            "Use DDP for this method, or another loss-level weighting (they run under FSDP2 unchanged)."
+        )
+
+
+def fsdp_backward(
+    items: list[Tensor],
+    shared: list[Tensor],
+    aggregator: Any,
+    retain_graph: bool,
+    *,
+    representation: Tensor | None = None,
+    scale: float | None = None,
+) -> Tensor:
+    """``awloss.backward`` for shared parameters sharded by FSDP2: per-task gradients of the shards, the
+    Gramian from the shards, the update written into the sharded ``.grad``.
+
+    One ordinary ``backward()`` per task: FSDP2 all-gathers the parameters as it needs them and
+    reduce-scatters (averages) each task's gradient over the ranks into the sharded ``.grad``, which is
+    read as this rank's columns ``J_r[T, n_r]`` of the global batch's Jacobian and cleared. Then
+    ``G = Σ_r J_r J_rᵀ`` (one all-reduce of ``T²`` numbers) is exactly ``JJᵀ``, every rank computes the
+    same weights ``w`` from it and writes its shard of ``wᵀJ`` into the sharded ``.grad`` (added to what
+    was there), so the optimizer step of the FSDP2 model works as usual. The task-specific parameters
+    (sharded or not) accumulate ``∇ΣLᵢ`` over the T passes, as FSDP2 reduces them.
+
+    Communication per step: T times FSDP2's own per-backward traffic (the reduce-scatter of the gradients,
+    and the all-gather of the parameters when they are resharded after the forward), plus ``T²`` numbers.
+    Only Gramian aggregators (``GramianAggregator``: UPGrad, MGDA, …) are exact from the shards; the others
+    need the whole Jacobian and raise ``NotImplementedError``.
+    """
+    from torch.distributed.tensor import DTensor
+
+    name = type(aggregator).__name__
+    if representation is not None or scale is not None:
+        raise NotImplementedError(
+            "awloss.backward under FSDP2 (fully_shard) does not support `representation=` or a GradScaler yet: "
+            "pass the shared parameters (a Gramian aggregator, e.g. awloss.get('upgrad')) without them, or use DDP."
+        )
+    if not hasattr(aggregator, "gramian_weights"):
+        raise NotImplementedError(
+            f"awloss.backward under FSDP2 (fully_shard) supports the Gramian aggregators (the weights depend on "
+            f"G = JJᵀ only, which the shards give exactly); {name} needs the whole Jacobian, which FSDP2 shards "
+            "across the ranks. Use a Gramian aggregator (e.g. awloss.get('upgrad') or 'mgda'), DDP, or a "
+            "loss-level weighting (they run under FSDP2 unchanged)."
+        )
+    if getattr(aggregator, "state_per_column", False):
+        raise NotImplementedError(
+            f"{name} keeps state per column of the Jacobian, which FSDP2 shards across the ranks: awloss.backward "
+            "does not support it under FSDP2; use DDP or another aggregator."
+        )
+    meshes = {id(p.device_mesh): p.device_mesh for p in shared if isinstance(p, DTensor)}
+    if len(meshes) != 1 or next(iter(meshes.values())).ndim != 1 or not all(isinstance(p, DTensor) for p in shared):
+        raise NotImplementedError(
+            "awloss.backward under FSDP2 needs every shared parameter sharded by fully_shard on one 1-D device mesh "
+            "(got a mix of sharded and plain parameters, or several / multi-dimensional meshes)."
+        )
+    mesh = next(iter(meshes.values()))
+    group = mesh.get_group()
+    T = len(items)
+    saved = [p.grad for p in shared]
+    for p in shared:
+        p.grad = None
+    rows: list[list[Tensor | None]] = []
+    for t, loss in enumerate(items):
+        loss.backward(retain_graph=retain_graph or t < T - 1)  # FSDP2 reduce-scatters into the sharded .grad
+        rows.append([None if p.grad is None else p.grad.to_local() for p in shared])
+        for p in shared:
+            p.grad = None
+    locals_ = [p.to_local() for p in shared]
+    used = [any(r[k] is not None for r in rows) for k in range(len(shared))]
+    ref = next((g for r in rows for g in r if g is not None), None)
+    dtype = ref.dtype if ref is not None else locals_[0].dtype
+    blocks = [
+        torch.stack([torch.zeros_like(x, dtype=dtype) if r[k] is None else r[k].to(dtype) for r in rows]).reshape(T, -1)
+        for k, x in enumerate(locals_)
+    ]
+    J = torch.cat(blocks, dim=1) if blocks else torch.zeros(T, 0, dtype=dtype)
+    G = J @ J.T
+    if world_size(group) > 1:
+        G = _all_sum(G.contiguous(), group)
+    w = aggregator.gramian_weights(G)
+    update = w.to(J.dtype) @ J
+    off = 0
+    for p, x, u, old in zip(shared, locals_, used, saved):
+        n = x.numel()
+        if u:
+            g = DTensor.from_local(update[off : off + n].view(x.shape).to(p.dtype), mesh, p.placements,
+                                   shape=p.shape, stride=p.stride())
+            p.grad = g if old is None else old + g
+        else:
+            p.grad = old
+        off += n
+    return aggregator._weights
