@@ -4,6 +4,7 @@ from ._aligned_mtl import AlignedMTL
 from ._base import Aggregator, GramianAggregator, SolverError
 from ._cagrad import CAGrad
 from ._config import ConFIG
+from ._cr_mogm import CRMOGM
 from ._dbmtl import DBMTL
 from ._dualproj import DualProj
 from ._grad_constant import GradConstant
@@ -20,6 +21,7 @@ from ._trimmed_mean import TrimmedMean
 from ._upgrad import UPGrad
 
 __all__ = [
+    "CRMOGM",
     "DBMTL",
     "IMTLG",
     "Krum",
