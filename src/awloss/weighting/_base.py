@@ -111,8 +111,13 @@ class Weighting(nn.Module):
     def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
         """Normalise and check the call's arguments into ``Tensor[T]``, averaged over the ranks under DDP.
 
-        (``update(*losses)`` of a subclass receives losses already averaged over the ranks.)
+        (``update(*losses)`` of a subclass receives losses already averaged over the ranks.) Under DDP an
+        error of this rank's checks is raised after the all-reduce, on every rank (:mod:`awloss.distributed`).
         """
+        return maybe_sync(self, self._local_loss_vector, losses) if sync else self._local_loss_vector(losses)
+
+    def _local_loss_vector(self, losses: tuple[Any, ...]) -> Tensor:
+        """This rank's losses as ``Tensor[T]``, checked (count, names, device, values)."""
         device = self._device()
         vec, names, absent = as_loss_vector(
             losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device, with_absent=True
@@ -128,7 +133,7 @@ class Weighting(nn.Module):
                 self.__dict__["_all_positive"] = False  # the absent slots hold 0
             else:
                 self._check_values(vec)
-        return maybe_sync(self, vec) if sync else vec
+        return vec
 
     # ------------------------------------------------------ absent tasks
     def _absent_index(self, vec: Tensor) -> Tensor:
