@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .._inputs import as_loss_vector, check_int
-from ..distributed import maybe_sync, sync_update_losses
+from ..distributed import _should_sync, maybe_sync, sync_update_losses
 
 __all__ = ["Weighting"]
 
@@ -34,7 +34,8 @@ class Weighting(nn.Module):
     A task given as ``None`` is absent from the batch: it is left out of the method's normalisation and
     state, its weight is reported as 0, and the other tasks are weighed as if ``T - 1`` tasks were given.
     Methods without per-task state set ``absent_by_subset = True`` and simply run on the present losses;
-    the others read :meth:`_present_mask` in ``forward``.
+    the others read :meth:`_present_mask` in ``forward``. (Under DDP a synchronised call averages the
+    ranks' losses, a ``None`` counting as 0 on its rank, so that every rank computes the same weights.)
 
     Set ``check_finite = False`` on an instance to skip the finiteness check, which costs one host
     synchronisation per call on an accelerator.
@@ -114,7 +115,14 @@ class Weighting(nn.Module):
         (``update(*losses)`` of a subclass receives losses already averaged over the ranks.) Under DDP an
         error of this rank's checks is raised after the all-reduce, on every rank (:mod:`awloss.distributed`).
         """
-        return maybe_sync(self, self._local_loss_vector, losses) if sync else self._local_loss_vector(losses)
+        if not sync:
+            return self._local_loss_vector(losses)
+        vec = maybe_sync(self, self._local_loss_vector, losses)
+        if self._absent and _should_sync(self):
+            # The ranks average their losses and must weigh them alike, but a task may be None on one rank
+            # only: a synchronised call counts None as a loss of 0 on its rank (the ranks' mean), as before.
+            self.__dict__["_absent"] = ()
+        return vec
 
     def _local_loss_vector(self, losses: tuple[Any, ...]) -> Tensor:
         """This rank's losses as ``Tensor[T]``, checked (count, names, device, values)."""
