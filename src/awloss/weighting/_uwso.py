@@ -85,10 +85,11 @@ class UWSO(PositiveLossWeighting):
             d = d + self.eps
         w = torch.softmax((1.0 / self.temperature) / d, dim=0)  # (1/L) / T in one op
         self._set_weights(w)
-        calls = self.__dict__.get("_calls_seen", 0) + 1
-        self.__dict__["_calls_seen"] = calls
-        if (calls == 1 or calls % 1000 == 0) and not self.__dict__.get("_warned_one_hot") and w.shape[0] > 1:
-            self._warn_if_one_hot(w, d)  # one host read on the first call and every 1000th, none otherwise
+        if not torch.compiler.is_compiling():
+            calls = self.__dict__.get("_calls_seen", 0) + 1
+            self.__dict__["_calls_seen"] = calls
+            if (calls == 1 or calls % 1000 == 0) and not self.__dict__.get("_warned_one_hot") and w.shape[0] > 1:
+                self._warn_if_one_hot(w, d)  # one host read on the first call and every 1000th, none otherwise
         return torch.dot(w, losses.to(w.dtype))
 
     def _warn_if_one_hot(self, w: Tensor, d: Tensor) -> None:
