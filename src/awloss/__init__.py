@@ -11,6 +11,7 @@ Quick start:
 
 from ._registry import available, get, get_class, register
 from .weighting import AutomaticWeightedLoss, UncertaintyWeighting, Weighting
+from .weighting import COSMOS, PBI
 from .weighting import DWA, FAMO, IMTLL, RLW, STCH, UWSO, Constant, GeometricMean, GradNorm, Mean, ScaleInvariant, Sum
 from . import aggregation
 from ._backward import backward
@@ -22,7 +23,9 @@ from .aggregation import (
     AlignedMTL,
     CAGrad,
     ConFIG,
+    CRMOGM,
     DualProj,
+    FairGrad,
     GradConstant,
     GradDrop,
     GradRandom,
@@ -32,6 +35,7 @@ from .aggregation import (
     GramianAggregator,
     Krum,
     NashMTL,
+    PCD,
     PCGrad,
     TrimmedMean,
     UPGrad,
@@ -60,6 +64,9 @@ __all__ = [
     "FAMO",
     "GradNorm",
     "STCH",
+    "COSMOS",
+    "PBI",
+    "CRMOGM",
     "aggregation",
     "backward",
     "Aggregator",
@@ -69,6 +76,7 @@ __all__ = [
     "ConFIG",
     "DBMTL",
     "DualProj",
+    "FairGrad",
     "GradConstant",
     "GradDrop",
     "GradRandom",
@@ -79,6 +87,7 @@ __all__ = [
     "Krum",
     "MGDA",
     "NashMTL",
+    "PCD",
     "PCGrad",
     "TrimmedMean",
     "UPGrad",

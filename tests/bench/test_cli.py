@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +16,6 @@ from awloss.bench.datasets import BenchError, get_dataset
 from awloss.weighting import Weighting
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    real = Path(os.environ.get("AWLOSS_CACHE") or Path.home() / ".cache" / "awloss")
-    monkeypatch.setenv("AWLOSS_DATA_DIR", os.environ.get("AWLOSS_DATA_DIR") or str(real / "data"))
-    monkeypatch.setenv("AWLOSS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
 def _valid_png(path: Path) -> None:
@@ -54,7 +45,7 @@ def test_quick_end_to_end(tmp_path, capsys):
     assert payload["versions"]["torch"] == torch.__version__ and "awloss" in payload["versions"]
     assert len(payload["runs"]) == 6 and len(payload["stl_runs"]) == 4
     assert len(payload["runs"][0]["history"][0]["weights"]) == 2
-    for name in ("weights.png", "curves.png", "delta_m.png"):
+    for name in ("weights.png", "curves.png", "delta_m.png", "summary.png"):
         _valid_png(out / name)
 
 

@@ -149,7 +149,7 @@ def _run_engine(engine, losses, agg):
     from awloss._backward._reduce import reduce_jacobian
 
     task = gather_losses(losses, agg, None)
-    jac = reduce_jacobian(engine.jacobian(task, False))
+    jac = reduce_jacobian(engine.jacobian(task, False), len(task.items))
     updates, overflow = aggregate(agg, jac, len(task.items), task.scale)
     engine.write(jac, updates, False)
     return None if overflow else agg._weights

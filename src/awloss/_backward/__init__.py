@@ -11,6 +11,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..aggregation._base import Aggregator
+from ..distributed import fsdp_backward, is_sharded
 from ._aggregate import aggregate
 from ._aggregate import gramian as _gramian  # noqa: F401  (tests import it from here)
 from ._choose import choose_engine
@@ -111,8 +112,11 @@ def backward(
     check_arguments(aggregator, method)
     task = gather_losses(losses, aggregator, scaler)
     shared = shared_params_of(shared_params)
+    if is_sharded(shared):  # FSDP2: per-shard Jacobian, the Gramian all-reduced (awloss.distributed)
+        return fsdp_backward(task.items, shared, aggregator, retain_graph, representation=representation,
+                             scale=task.scale)
     engine = choose_engine(task, shared, aggregator, representation, task_params, method)
-    jac = reduce_jacobian(engine.jacobian(task, retain_graph))
+    jac = reduce_jacobian(engine.jacobian(task, retain_graph), len(task.items))
     updates, overflow = aggregate(aggregator, jac, len(task.items), task.scale)
     engine.write(jac, updates, retain_graph)
     return None if overflow else aggregator._weights

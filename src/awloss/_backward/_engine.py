@@ -23,11 +23,15 @@ from ._gather import Losses
 
 @dataclass
 class Jacobian:
-    """``blocks``: per-task gradients, each ``[T, *shape]`` (one flat ``[T, n]`` block for the loop engine);
-    ``head_grads``: ``∇ΣLᵢ`` of the engine's heads where the engine computed them (``None`` if unused);
-    ``summed``: the one block is ``∇ΣLᵢ`` itself (constant-weight aggregators), not per-task rows."""
+    """``blocks``: per-task gradients, each ``[T, *shape]``: one per entry of ``params`` (``None`` where this
+    rank's losses do not reach it, dropped by the reduction step), or, with ``params = None``, one flat
+    ``[T, n]`` block of the engine's own layout; ``heads`` and ``head_grads``: the task-specific parameters
+    and their ``∇ΣLᵢ`` where the engine computed them; ``summed``: the one block is ``∇ΣLᵢ`` itself
+    (constant-weight aggregators), not per-task rows."""
 
-    blocks: list[Tensor]
+    blocks: list[Any]
+    params: list[Tensor] | None = None
+    heads: list[Tensor] = field(default_factory=list)
     head_grads: list[Tensor | None] = field(default_factory=list)
     summed: bool = False
 
@@ -125,23 +129,18 @@ class BlocksEngine(Engine):
 
     def __init__(self, shared: list[Tensor], heads: list[Tensor], cache: dict) -> None:
         self.shared, self.heads, self.cache = shared, heads, cache
-        self.used: list[Tensor] = []
 
     def grads(self, items: list[Tensor], retain: bool) -> tuple[list[Tensor | None], list[Tensor | None]]:
         raise NotImplementedError  # pragma: no cover - abstract
 
     def jacobian(self, losses: Losses, retain_graph: bool) -> Jacobian:
         blocks, head_grads = guarded(self.grads, losses.items, retain_graph)
-        kept = [(p, b) for p, b in zip(self.shared, blocks) if b is not None]
-        if not kept:
-            raise missing_params()
-        self.used = [p for p, _ in kept]
-        return Jacobian([b for _, b in kept], head_grads)
+        return Jacobian(blocks, list(self.shared), self.heads, head_grads)
 
     def write(self, jac: Jacobian, updates: list[Tensor], retain_graph: bool) -> None:
-        for p, u in zip(self.used, updates):
+        for p, u in zip(jac.params or [], updates):
             accumulate(p, u)
-        for p, g in zip(self.heads, jac.head_grads):
+        for p, g in zip(jac.heads, jac.head_grads):
             if g is not None:
                 accumulate(p, g)
 

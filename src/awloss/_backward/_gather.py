@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .._inputs import _split, as_loss_vector
 from ..aggregation._base import Aggregator
+from ..distributed import is_distributed
 from ._reduce import reduce_loss_values
 
 METHODS = ("auto", "batched", "loop")
@@ -41,13 +42,18 @@ def gather_losses(losses: Any, aggregator: Aggregator, scaler: Any) -> Losses:
     """
     items, names = _split((losses,))
     L, _ = as_loss_vector((losses,), num_tasks=None, task_names=None)  # validation only
-    if not L.requires_grad:
+    distributed = is_distributed()
+    if not L.requires_grad and not distributed:  # under DDP: checked on every rank together (sync_task_losses)
         raise ValueError("Argument `losses` does not require grad: none of the losses depends on a parameter.")
+    error = None
     if aggregator.check and not torch.compiler.is_compiling():
         finite = torch.isfinite(L.detach())
         if not bool(finite.all()):
             i = int((~finite).nonzero()[0, 0])
-            raise ValueError(f"Loss `losses[{i}]` must be finite, got {L[i].item()}.")
+            label = f"`{names[i]}`" if names else f"`losses[{i}]`"
+            error = ValueError(f"Loss {label} must be finite, got {L[i].item()}.")
+            if not distributed:
+                raise error
     items = [
         (x if x.dim() == 0 else x.reshape(())) if isinstance(x, Tensor) and x.requires_grad else None for x in items
     ]
@@ -55,7 +61,7 @@ def gather_losses(losses: Any, aggregator: Aggregator, scaler: Any) -> Losses:
         zero = L.new_zeros(()) * L.sum()
         items = [zero if x is None else x for x in items]
     items = [x if x.dtype == L.dtype else x.to(L.dtype) for x in items]
-    items = reduce_loss_values(items, names)
+    items = reduce_loss_values(items, names, error)  # under DDP: a rank's error raises on every rank
     items = aggregator.transform_items(items)  # a declared capability: identity unless overridden (DB-MTL: log)
     scale = None
     if scaler is not None and scaler.is_enabled():

@@ -9,31 +9,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
 from torch import Tensor
 
-from ..distributed import all_reduce_mean, all_reduce_mean_many, is_distributed
+from .. import distributed
 
 if TYPE_CHECKING:
     from ._engine import Jacobian
 
 
-def reduce_loss_values(items: list[Tensor], names: list[str] | None) -> list[Tensor]:
-    """Loss values of the global batch (mean over the ranks); the gradient paths stay local."""
-    if not is_distributed():
+def reduce_loss_values(items: list[Tensor], names: list[str] | None, error: BaseException | None) -> list[Tensor]:
+    """Loss values of the global batch (mean over the ranks; gradient paths local). Raises on every rank when
+    one rank has a local ``error`` (a non-finite loss) or the ranks' tasks differ."""
+    if not distributed.is_distributed():
         return items
-    values = all_reduce_mean(torch.stack([x.detach() for x in items]))
-    return [v + (x - x.detach()) for v, x in zip(values.unbind(0), items)]
+    return distributed.sync_task_losses(items, names, error)
 
 
-def reduce_jacobian(jac: Jacobian) -> Jacobian:
-    """The Jacobian of the global batch and the heads' mean gradients: one collective for both."""
-    if not is_distributed():
+def reduce_jacobian(jac: Jacobian, T: int) -> Jacobian:
+    """The Jacobian of the global batch and the heads' mean gradients, in one layout on every rank (a block
+    unused on one rank is zero-filled) and one collective; then the blocks no rank used are dropped."""
+    if jac.params is None:  # the flat-buffer engines (never under DDP)
         return jac
-    kept = [g for g in jac.head_grads if g is not None]
-    reduced = all_reduce_mean_many(jac.blocks + kept)
-    n = len(jac.blocks)
-    it = iter(reduced[n:])
-    jac.blocks = reduced[:n]
-    jac.head_grads = [None if g is None else next(it) for g in jac.head_grads]
+    if distributed.is_distributed():
+        jac.blocks, jac.head_grads = distributed.reduce_jacobian(jac.blocks, jac.head_grads, jac.params, jac.heads, T)
+    kept = [(p, b) for p, b in zip(jac.params, jac.blocks) if b is not None]
+    if not kept:
+        raise ValueError("No parameter in `shared_params` is used by the losses.")
+    jac.params, jac.blocks = [p for p, _ in kept], [b for _, b in kept]
     return jac

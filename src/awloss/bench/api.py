@@ -155,7 +155,16 @@ def method_names(methods: str | Sequence[str] | None) -> list[str]:
     return names
 
 
-def check_method_args(specs: Sequence[MethodSpec], ds: DatasetSpec, T: int) -> dict[str, str]:
+def _stand_in(T: int) -> Any:
+    """A tiny model with ``.shared`` and ``last_shared_layer()``: lets constructors be tried before loading."""
+    from torch import nn
+
+    from .models import MTLModel
+
+    return MTLModel(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), [nn.Linear(2, 1) for _ in range(T)])
+
+
+def check_method_args(specs: Sequence[MethodSpec], T: int) -> dict[str, str]:
     """Unknown constructor keys and values the constructor rejects → one-line BenchError; skipped methods."""
     skipped = {}
     for spec in specs:
@@ -171,13 +180,16 @@ def check_method_args(specs: Sequence[MethodSpec], ds: DatasetSpec, T: int) -> d
                                      f"{', '.join(accepted) or '(none)'}")  # fmt: skip
         torch.manual_seed(0)
         try:
-            build_method(spec, T, ds.build_model(), 0)
+            build_method(spec, T, _stand_in(T), 0)
         except SkipMethod as e:
             skipped[spec.label] = str(e)
-        except (TypeError, ValueError, RuntimeError) as e:
+        except (TypeError, ValueError, RuntimeError, AttributeError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if not spec.kwargs:  # e.g. a method that needs a preference vector: skipped, with how to pass it
+                skipped[spec.label] = f"cannot be built with its defaults ({why}); pass --method-args {spec.label}.ARG=…"
+                continue
             given = ", ".join(f"{k}={v!r}" for k, v in spec.kwargs.items())
-            raise BenchError(f"--method-args: {spec.label} rejects {given or 'its defaults'}: "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None  # fmt: skip
+            raise BenchError(f"--method-args: {spec.label} rejects {given}: {why}") from None
     return skipped
 
 
@@ -312,22 +324,29 @@ def _run(ds: DatasetSpec, specs: list[MethodSpec], seeds: list[int], train_cfg: 
          stl: bool, cache: bool, reuse_runs: bool, out: Path | None, plots: bool, progress: bool, jobs: int | None,
          threads: int, fmt: str, log: TextIO, argv: Sequence[str] | None) -> Results:  # fmt: skip
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
-    _say(log, f"awloss bench: loading {ds.name} …")
+    skipped = check_method_args(specs, len(ds.tasks))
+    import threading
+
+    slow = threading.Timer(2.0, _say, (log, f"awloss bench: loading {ds.name} …"))  # only when loading is slow
+    slow.daemon = True
+    slow.start()
     t_load = time.time()
-    data: Data = ds.load()
-    data = ds.apply_sizes(data)
+    try:
+        data: Data = ds.apply_sizes(ds.load())
+    finally:
+        slow.cancel()
     tasks = list(ds.tasks)
     metrics = ds.metrics()
     if len(data.train.y) != len(tasks) or len(tasks) < 2:
         raise BenchError(f"dataset {ds.name}: {len(tasks)} task name(s) but {len(data.train.y)} target tensor(s); "
                          "a multi-task benchmark needs 2 or more")  # fmt: skip
-    _say(log, f"  {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, tasks: {', '.join(tasks)} "
+    _say(log, f"awloss bench: {ds.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
+              f"tasks: {', '.join(tasks)} "
               f"({time.time() - t_load:.1f} s)")  # fmt: skip
     for note in data.info.get("tasks_stated", []):
         _say(log, f"  task {note}")
     if data.info.get("ignored_columns"):
         _say(log, f"  non-numeric columns left out of the features: {', '.join(data.info['ignored_columns'])}")
-    skipped = check_method_args(specs, ds, len(tasks))
     for m, why in skipped.items():
         _say(log, f"  skipping {m}: {why}")
     specs = [s for s in specs if s.label not in skipped]

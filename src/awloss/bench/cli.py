@@ -125,6 +125,10 @@ def _value(text: str) -> Any:
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
+        pass
+    try:
+        return float(text)  # nan, inf
+    except ValueError:
         return text
 
 
