@@ -198,3 +198,48 @@ def test_jobs_2_gives_the_results_of_jobs_1(some_csv, tmp_path, capsys):
         assert len(x) == len(y) == 4
         for r, s in zip(sorted(x, key=key), sorted(y, key=key)):
             assert r["test"] == s["test"] and [h["weights"] for h in r["history"]] == [h["weights"] for h in s["history"]]
+
+
+def test_progress_on_a_terminal_is_one_redrawn_line():
+    import io
+
+    from awloss.bench.runner import MethodSpec
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    p = engine.Progress(2, 10.0, 1, stream=stream)
+    jobs = [engine.Job(MethodSpec("uw", "weighting"), s, None, False, estimate_s=5.0) for s in (0, 1)]
+    p.start(jobs[0])
+    assert stream.getvalue() == "\r\x1b[Krun 1/2 · uw · seed 0 · ETA 0:10"
+    p.finish(jobs[0], 10.0, "done")  # took twice the estimate: the ETA doubles
+    p.start(jobs[1])
+    assert stream.getvalue().endswith("\r\x1b[Krun 2/2 · uw · seed 1 · ETA 0:10")
+    assert "[1/2] uw · seed 0: done (10.0 s" in stream.getvalue()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_real_sigint_keeps_finished_runs_without_traceback(jobs, some_csv, tmp_path):
+    import os
+    import signal
+
+    env = dict(os.environ, PYTHONPATH=SRC, AWLOSS_CACHE=str(tmp_path / "cache"))
+    args = ["bench", "--dataset", f"table:{some_csv}", "--targets", "a,b", "--methods", "ew,uw", "--seeds", "3",
+            "--epochs", "20", "--jobs", jobs, "--out", str(tmp_path / "o")]  # fmt: skip
+    p = subprocess.Popen([sys.executable, "-m", "awloss", *args], env=env, stderr=subprocess.PIPE, text=True,
+                         stdout=subprocess.DEVNULL, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if line.startswith("[2/"):
+            os.killpg(p.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group, workers included
+            break
+    err = "".join(seen) + p.communicate(timeout=300)[1]
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "resume with: awloss bench" in err
+    payload = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert payload["interrupted"] and len(payload["stl_runs"]) >= 2

@@ -37,10 +37,13 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
 
     Args:
         num: number of losses, ``>= 1`` (the seed's name; ``num_tasks=`` is accepted too). Default 2.
+            Like the seed, a call with fewer losses ``k < num`` uses σ_1..σ_k (warned once); more is an error.
         parameterization: ``"log_variance"`` (default; learns :math:`s = \log\sigma^2`) or ``"sigma"``
             (learns σ as the seed does, in a parameter named ``params`` so seed checkpoints load).
-        **kwargs: ``task_types``, ``init`` (log-variance, default 0), ``clamp``, ``mask_zero_losses``,
-            ``task_names``, as for :class:`UncertaintyWeighting` (``clamp`` needs ``"log_variance"``).
+        mask_zero_losses: freeze σ of a task whose loss is exactly 0 (or ``None``, absent). Default: on
+            for ``"log_variance"``, off for ``"sigma"`` (the seed's updates, bit for bit).
+        **kwargs: ``task_types``, ``init`` (log-variance, default 0), ``clamp``, ``task_names``, as for
+            :class:`UncertaintyWeighting` (``clamp`` needs ``"log_variance"``).
 
     Example:
         >>> import torch
@@ -58,10 +61,14 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
 
     Note:
         The seed learns σ directly; a task whose loss is 0 then drives σ to 0 and the weight to infinity
-        (its issue #2). We learn :math:`\log\sigma^2` and freeze σ of a task whose loss is exactly 0, so the
-        default trajectory differs from the seed's (same objective, different parameter path). Loading a
-        seed checkpoint (key ``params``) into the default parameterization converts σ to
-        :math:`\log\sigma^2`.
+        (its issue #2). By default we learn :math:`\log\sigma^2` and freeze σ of a task whose loss is
+        exactly 0: same objective, different path (at the seed's learning rate σ moves about 2× slower
+        under Adam and 4× under SGD near σ = 1, and weight decay pulls σ toward 1 instead of 0).
+        :attr:`params` returns σ (read-only) in this parameterization, for logging code. A seed checkpoint
+        (key ``params``) is converted to :math:`\log\sigma^2` with a warning (an optimizer state saved
+        with it no longer fits); σ = 0 in a checkpoint is refused. If the losses are on another device than
+        the module, the objective is computed on the losses' device and the parameters stay where they are,
+        as in the seed (warned once: moving the module is faster); other methods raise instead.
     """
 
     name = "awl"
@@ -186,53 +193,14 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
         return self._seed_forward(losses)
 
     def _seed_forward(self, losses: Tensor) -> Tensor:
-        # The seed's loop, term for term (σ's kept where they are, as 0-dim tensors), so that values and
-        # gradients match it bit for bit, also with the module on the CPU and the losses elsewhere.
-        p = self.params.to(torch.promote_types(losses.dtype, self.params.dtype))
-        if self.mask_zero_losses and p.device != losses.device:
-            p = p.to(losses.device)
-        total: Tensor | int = 0
-        weights = []
-        for i in range(losses.shape[0]):
-            pi, num = p[i], 0.5 if self.task_types[i] == "regression" else 1.0
-            if self.mask_zero_losses:
-                active = losses[i] != 0
-                pi_data = torch.where(active, pi, pi.detach())
-                reg = torch.where(active, torch.log(1 + pi**2), torch.zeros_like(pi))
-            else:
-                pi_data, reg = pi, torch.log(1 + pi**2)
-            w = num / (pi_data**2)
-            weights.append(w)
-            total = total + (w * losses[i] + reg)
-        w_all = torch.stack(weights)
-        self._set_weights(w_all if w_all.device == losses.device else w_all.to(losses.device))
-        assert isinstance(total, Tensor)
+        total, weights = _seed.seed_objective(self.params, losses, self.task_types, self.mask_zero_losses)
+        self._set_weights(weights)
         return total
 
     # ------------------------------------------------------------- the seed's checkpoints
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        legacy, new = prefix + "params", prefix + "log_var"
-        if legacy in state_dict:
-            _seed.check_seed_sigma(state_dict[legacy], legacy)
-        if self.parameterization == "log_variance" and legacy in state_dict and new not in state_dict:
-            state_dict[new] = torch.log(state_dict.pop(legacy).detach() ** 2)
-            self._warn_converted(legacy, new, "σ", "log σ²", "sigma")
-        elif self.parameterization == "sigma" and new in state_dict and legacy not in state_dict:
-            s = state_dict.pop(new).detach()
-            if s.device.type != "meta" and not bool(torch.isfinite(s).all()):
-                raise ValueError(f"Checkpoint key `{new}` must be finite, got {s.tolist()}.")
-            state_dict[legacy] = torch.exp(0.5 * s)
-            self._warn_converted(new, legacy, "log σ²", "σ", "log_variance")
+        _seed.convert_state(state_dict, prefix, self.parameterization)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _warn_converted(self, old_key: str, new_key: str, old: str, new: str, mode: str) -> None:
-        warnings.warn(
-            f"Converted checkpoint key `{old_key}` ({old}) into `{new_key}` ({new}) for "
-            f"parameterization={self.parameterization!r}. "
-            + _seed.OPTIMIZER_STATE.format(old=old, new=new, mode=mode),
-            UserWarning,
-            stacklevel=_seed.user_stacklevel(),
-        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, parameterization={self.parameterization!r}"

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import numbers
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["count", "pad", "explain", "negative_hint", "check_seed_sigma", "user_stacklevel", "OPTIMIZER_STATE"]
+__all__ = ["count", "pad", "explain", "negative_hint", "seed_objective", "convert_state", "user_stacklevel"]
 
 
 def user_stacklevel() -> int:
@@ -108,8 +109,52 @@ def check_seed_sigma(sigma: Any, key: str) -> None:
         )
 
 
-OPTIMIZER_STATE = (
-    "If you also restore an optimizer state saved with this checkpoint, its moments for this parameter were "
-    "computed for {old} and would now move {new}: reset that parameter's optimizer state (or build a fresh "
-    "optimizer), or construct `AutomaticWeightedLoss(..., parameterization={mode!r})` to resume exactly."
-)
+def seed_objective(params: Tensor, losses: Tensor, task_types: Sequence[str], mask: bool) -> tuple[Tensor, Tensor]:
+    """The seed's loop, term for term, so that values and gradients match it bit for bit: the σ's stay
+    where and as they are (0-dim tensors, no dtype promotion), also when the losses are elsewhere."""
+    p = params.to(losses.device) if mask and params.device != losses.device else params
+    total: Tensor | int = 0
+    weights = []
+    for i in range(losses.shape[0]):
+        pi, num = p[i], 0.5 if task_types[i] == "regression" else 1.0
+        if mask:  # not the seed: a task whose loss is exactly 0 keeps its σ
+            active = losses[i] != 0
+            pi_data = torch.where(active, pi, pi.detach())
+            reg = torch.where(active, torch.log(1 + pi**2), torch.zeros_like(pi))
+        else:
+            pi_data, reg = pi, torch.log(1 + pi**2)
+        w = num / (pi_data**2)
+        weights.append(w)
+        total = total + (w * losses[i] + reg)
+    assert isinstance(total, Tensor)
+    w_all = torch.stack(weights).detach()
+    return total, (w_all if w_all.device == losses.device else w_all.to(losses.device))
+
+
+def convert_state(state_dict: dict[str, Any], prefix: str, parameterization: str) -> None:
+    """Convert a checkpoint between σ (key ``params``, the seed's) and log σ² (``log_var``), in place,
+    with a warning about the optimizer state; refuse σ = 0 and non-finite values."""
+    legacy, new = prefix + "params", prefix + "log_var"
+    if legacy in state_dict:
+        check_seed_sigma(state_dict[legacy], legacy)
+    if parameterization == "log_variance" and legacy in state_dict and new not in state_dict:
+        state_dict[new] = torch.log(state_dict.pop(legacy).detach() ** 2)
+        _warn_converted(legacy, new, "σ", "log σ²", parameterization, "sigma")
+    elif parameterization == "sigma" and new in state_dict and legacy not in state_dict:
+        s = state_dict.pop(new).detach()
+        if s.device.type != "meta" and not bool(torch.isfinite(s).all()):
+            raise ValueError(f"Checkpoint key `{new}` must be finite, got {s.tolist()}.")
+        state_dict[legacy] = torch.exp(0.5 * s)
+        _warn_converted(new, legacy, "log σ²", "σ", parameterization, "log_variance")
+
+
+def _warn_converted(old_key: str, new_key: str, old: str, new: str, mode: str, other: str) -> None:
+    warnings.warn(
+        f"Converted checkpoint key `{old_key}` ({old}) into `{new_key}` ({new}) for parameterization={mode!r}. "
+        "If you also restore an optimizer state saved with this checkpoint, its moments for this parameter "
+        f"were computed for {old} and would now move {new}: reset that parameter's optimizer state (or build "
+        f"a fresh optimizer), or construct `AutomaticWeightedLoss(..., parameterization={other!r})` to resume "
+        "exactly.",
+        UserWarning,
+        stacklevel=user_stacklevel(),
+    )
