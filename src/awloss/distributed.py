@@ -498,10 +498,24 @@ def reduce_jacobian(
 
 
 # --------------------------------------------------------------------------- FSDP2 (fully_shard)
+_FSDP1 = (
+    "awloss.backward does not support FSDP1 (`FullyShardedDataParallel`, Lightning's strategy='fsdp'): its flat "
+    "parameters hide the per-task gradients of the shared parameters. Use FSDP2 (`torch.distributed.fsdp."
+    "fully_shard`) with a Gramian aggregator (e.g. awloss.get('upgrad')), DDP (strategy='ddp'), or a loss-level "
+    "weighting (it syncs its losses under any strategy)."
+)
+
+
 def is_sharded(params: Sequence[Tensor]) -> bool:
-    """``True`` when some of ``params`` are sharded ``DTensor`` parameters (``torch.distributed.fsdp.fully_shard``)."""
+    """``True`` when some of ``params`` are sharded ``DTensor`` parameters (``torch.distributed.fsdp.fully_shard``).
+
+    Raises ``NotImplementedError`` for parameters flattened by FSDP1 (``FullyShardedDataParallel``), which
+    ``awloss.backward`` cannot differentiate per task.
+    """
     if not params or not _dist().is_available():
         return False
+    if any(getattr(p, "_fsdp_flattened", False) for p in params):
+        raise NotImplementedError(_FSDP1)
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - old torch

@@ -113,3 +113,15 @@ def test_fsdp2_backward_other_aggregators_raise(ranks, name):
     for r in ranks:
         err = r[name].get("error", "")
         assert err.startswith("NotImplementedError") and "FSDP2" in err, err
+
+
+def test_fsdp1_flat_parameters_are_a_clear_error():
+    """FSDP1 (FullyShardedDataParallel, use_orig_params=True) marks the original parameters `_fsdp_flattened`;
+    before, awloss.backward died with "setStorage: ... out of bounds" (or said "shared_params is empty")."""
+    trunk, head = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)
+    for p in trunk.parameters():
+        p._fsdp_flattened = True
+    h = trunk(torch.randn(4, 3))
+    losses = [head(h).pow(2).mean(), h.abs().mean()]
+    with pytest.raises(NotImplementedError, match="FSDP1.*fully_shard"):
+        awloss.backward(losses, trunk.parameters(), awloss.get("upgrad"))
