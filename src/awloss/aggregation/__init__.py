@@ -1,7 +1,7 @@
 """Gradient-level aggregators: per-task gradients ``J[T, n]`` → one update ``[n]``."""
 
 from ._aligned_mtl import AlignedMTL
-from ._base import Aggregator, GramianAggregator, SolverError
+from ._base import Aggregator, GramianAggregator, SolverError, SolverFallbackWarning
 from ._cagrad import CAGrad
 from ._config import ConFIG
 from ._dbmtl import DBMTL
@@ -32,5 +32,6 @@ __all__ = [
     "NashMTL",
     "PCGrad",
     "SolverError",
+    "SolverFallbackWarning",
     "UPGrad",
 ]
