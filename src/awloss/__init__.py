@@ -11,6 +11,7 @@ Quick start:
 
 from ._registry import available, get, get_class, register
 from .weighting import AutomaticWeightedLoss, UncertaintyWeighting, Weighting
+from .weighting import COSMOS, PBI
 from .weighting import DWA, FAMO, IMTLL, RLW, STCH, UWSO, Constant, GeometricMean, GradNorm, Mean, ScaleInvariant, Sum
 from . import aggregation
 from ._backward import backward
@@ -22,14 +23,25 @@ from .aggregation import (
     AlignedMTL,
     CAGrad,
     ConFIG,
+    CRMOGM,
     DualProj,
+    ExcessMTL,
+    FairGrad,
+    GradConstant,
     GradDrop,
+    GradRandom,
     GradMean,
     GradSum,
     GradVac,
     GramianAggregator,
+    Krum,
+    MoCo,
+    MoDo,
     NashMTL,
+    PCD,
     PCGrad,
+    SDMGrad,
+    TrimmedMean,
     UPGrad,
 )
 
@@ -56,6 +68,9 @@ __all__ = [
     "FAMO",
     "GradNorm",
     "STCH",
+    "COSMOS",
+    "PBI",
+    "CRMOGM",
     "aggregation",
     "backward",
     "Aggregator",
@@ -65,13 +80,23 @@ __all__ = [
     "ConFIG",
     "DBMTL",
     "DualProj",
+    "ExcessMTL",
+    "FairGrad",
+    "GradConstant",
     "GradDrop",
+    "GradRandom",
     "GradMean",
     "GradSum",
     "GradVac",
     "IMTLG",
+    "Krum",
+    "MoCo",
+    "MoDo",
     "MGDA",
     "NashMTL",
+    "PCD",
     "PCGrad",
+    "SDMGrad",
+    "TrimmedMean",
     "UPGrad",
 ]
