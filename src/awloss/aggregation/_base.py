@@ -50,6 +50,11 @@ class Aggregator(nn.Module):
     permutation_equivariant: ClassVar[bool] = True
     conflict_free: ClassVar[bool] = False
     state_per_column: ClassVar[bool] = False
+    #: ``"left_out"``: a zero row (absent task) is left out of the solve, gets weight 0, and the other tasks
+    #: get the ``T - 1`` task answer (the base does it for Gramian and stateless methods; stateful
+    #: non-Gramian methods do it in ``forward``). ``"kept"``: the method's weights do not depend on the rows
+    #: (fixed user weights), documented in its docstring.
+    zero_rows: ClassVar[str] = "left_out"
     check: bool = True
 
     def __init__(self) -> None:
@@ -69,7 +74,15 @@ class Aggregator(nn.Module):
         J = self._validate_jacobian(jacobian)
         self._checks = []
         J2 = J.reshape(J.shape[0], -1).detach()
-        out = super().__call__(J2)
+        rows = None
+        if not isinstance(self, GramianAggregator) and not self.stateful and self.zero_rows == "left_out":
+            rows = _nonzero_rows_of(J2)  # stateless methods: solve the T - 1 task problem (Gramian ones: below)
+        if rows is None:
+            out = super().__call__(J2)
+        else:
+            out = super().__call__(J2[rows]) if rows.numel() else J2.new_zeros(J2.shape[1])
+            if self._weights is not None and rows.numel():
+                self._weights = self._weights.new_zeros(J2.shape[0]).index_copy(0, rows, self._weights)
         self._run_checks(lambda: torch.isfinite(J2.sum(dim=1)))  # NaN/inf anywhere in a row shows in its sum
         return out.reshape(J.shape[1:])
 
@@ -212,10 +225,22 @@ class Aggregator(nn.Module):
 
 
 def _nonzero_rows(G: Tensor) -> Tensor | None:
-    """Indices of the rows of ``G`` with a non-zero diagonal, ``None`` when there is no zero row."""
+    """Indices of the rows of ``G`` whose diagonal is not exactly 0, ``None`` when there is no zero row.
+
+    NaN counts as non-zero (the finiteness check then names the task)."""
     if torch.compiler.is_compiling():
         return None
-    nonzero = G.diagonal() > 0
+    nonzero = G.diagonal() != 0
+    if bool(nonzero.all()):
+        return None
+    return nonzero.nonzero().squeeze(1)
+
+
+def _nonzero_rows_of(J: Tensor) -> Tensor | None:
+    """Indices of the rows of ``J`` that are not all exactly 0 (NaN counts as non-zero), ``None`` if all are."""
+    if torch.compiler.is_compiling():
+        return None
+    nonzero = (J != 0).any(dim=1)
     if bool(nonzero.all()):
         return None
     return nonzero.nonzero().squeeze(1)
@@ -263,9 +288,9 @@ class GramianAggregator(Aggregator):
         number of tasks they index) to index their state.
         Finding zero rows reads one boolean from the device (skipped under ``torch.compile``).
         """
+        rows = _nonzero_rows(G) if self.zero_rows == "left_out" else None
         if self.check:  # a NaN would make eigh/solve raise before the check names the task
             G = torch.where(torch.isfinite(G), G, torch.zeros_like(G))
-        rows = _nonzero_rows(G)
         if rows is None:
             w = self.weights_from_gramian(G)
         else:
