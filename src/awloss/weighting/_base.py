@@ -98,8 +98,13 @@ class Weighting(nn.Module):
     def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
         """Normalise and check the call's arguments into ``Tensor[T]``, averaged over the ranks under DDP.
 
-        (``update(*losses)`` of a subclass receives losses already averaged over the ranks.)
+        (``update(*losses)`` of a subclass receives losses already averaged over the ranks.) Under DDP an
+        error of this rank's checks is raised after the all-reduce, on every rank (:mod:`awloss.distributed`).
         """
+        return maybe_sync(self, self._local_loss_vector, losses) if sync else self._local_loss_vector(losses)
+
+    def _local_loss_vector(self, losses: tuple[Any, ...]) -> Tensor:
+        """This rank's losses as ``Tensor[T]``, checked (count, names, device, values)."""
         device = self._device()
         vec, names = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device)
         if names is not None and self._task_names is None:
@@ -108,7 +113,7 @@ class Weighting(nn.Module):
         self.__dict__["_all_positive"] = False  # set by `_check_values` when it proves every loss > 0
         if self.check_finite and not torch.compiler.is_compiling():
             self._check_values(vec)
-        return maybe_sync(self, vec) if sync else vec
+        return vec
 
     def forward(self, losses: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Return the scalar objective for ``losses`` (``Tensor[T]``); call ``self._set_weights``."""
