@@ -163,7 +163,12 @@ class Weighting(nn.Module):
         """End-of-epoch hook (e.g. DWA); a no-op for most methods."""
 
     def update(self, *losses: Any) -> None:
-        """After-``optimizer.step()`` hook (e.g. FAMO); a no-op for most methods."""
+        """After-``optimizer.step()`` hook (e.g. FAMO); a no-op for most methods.
+
+        Under ``torch.distributed`` a method's ``update`` is a **collective** (its losses are averaged over
+        the ranks): call it on every rank, never under ``if rank == 0:`` (that is detected and raises
+        :class:`~awloss.distributed.RankMismatchError` on every rank, see :mod:`awloss.distributed`).
+        """
 
     def param_groups(self, lr: float = 0.025, weight_decay: float = 0.0, **options: Any) -> list[dict[str, Any]]:
         """Optimizer parameter groups for this method's own parameters (empty if it has none).
