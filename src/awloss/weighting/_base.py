@@ -104,7 +104,12 @@ class Weighting(nn.Module):
         return maybe_sync(self, self._local_loss_vector, losses) if sync else self._local_loss_vector(losses)
 
     def _local_loss_vector(self, losses: tuple[Any, ...]) -> Tensor:
-        """This rank's losses as ``Tensor[T]``, checked (count, names, device, values)."""
+        """This rank's losses as ``Tensor[T]``, checked (count, names, device, values).
+
+        Under DDP this runs inside the synchronised call's guard: whatever raises here (a check, or a
+        deferred check's report polled here) is raised after the all-reduce on every rank. A check that
+        raises *outside* it (before ``maybe_sync``) raises on one rank and leaves the others waiting.
+        """
         device = self._device()
         vec, names = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device)
         if names is not None and self._task_names is None:
