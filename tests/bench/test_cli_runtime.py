@@ -243,3 +243,27 @@ def test_real_sigint_keeps_finished_runs_without_traceback(jobs, some_csv, tmp_p
     assert "Traceback" not in err and "resume with: awloss bench" in err
     payload = json.loads((tmp_path / "o" / "results.json").read_text())
     assert payload["interrupted"] and len(payload["stl_runs"]) >= 2
+
+
+def test_one_seed_shows_no_spread(tmp_path, capsys):
+    assert main(["bench", "--quick", "-d", "synthetic", "--methods", "ew,uw", "--no-progress", "--no-plots",
+                 "--out", str(tmp_path / "o")]) == 0  # fmt: skip
+    table = capsys.readouterr().out.split("Δm%: ")[0]
+    assert "±" not in table.split("\n", 2)[2]  # the old table printed "± 0.0" from one seed
+
+
+def test_method_that_needs_an_argument_by_default_is_skipped_not_fatal():
+    from awloss.bench.api import check_method_args
+    from awloss.bench.datasets import BenchError
+    from awloss.bench.runner import MethodSpec
+    from awloss.weighting import Weighting
+
+    class NeedsPreference(Weighting):
+        def __init__(self, num_tasks, weights=None):
+            super().__init__(num_tasks)
+            if not isinstance(weights, list):
+                raise ValueError(f"Parameter `weights` is required (a list), got {weights!r}.")
+
+    assert "cannot be built with its defaults" in check_method_args([MethodSpec("pref", "weighting", NeedsPreference)], 2)["pref"]
+    with pytest.raises(BenchError, match="pref rejects weights='x'"):
+        check_method_args([MethodSpec("pref", "weighting", NeedsPreference, {"weights": "x"})], 2)

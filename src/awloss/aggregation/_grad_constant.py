@@ -53,6 +53,7 @@ class GradConstant(GramianAggregator):
     """
 
     name = "grad_constant"
+    zero_rows = "kept"  # fixed user weights: a zero (absent) task keeps its weight, it contributes nothing
     aliases = ("grad_fixed",)
     permutation_equivariant = False  # each position has its own weight
 

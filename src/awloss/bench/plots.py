@@ -172,7 +172,7 @@ def plot_all(out: Path, res: Any) -> list[Path]:
     if bars:
         fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(bars) + 2.5), 3.8), layout="constrained")
         names = list(bars) if res.quick else sorted(bars, key=lambda m: bars[m][key][0])
-        ax.bar(names, [bars[m][key][0] for m in names], yerr=[bars[m][key][1] for m in names], capsize=3,
+        ax.bar(names, [bars[m][key][0] for m in names], yerr=[bars[m][key][1] if math.isfinite(bars[m][key][1]) else 0.0 for m in names], capsize=3,
                color=["tab:green" if bars[m][key][0] < 0 else "tab:red" for m in names])  # fmt: skip
         ax.axhline(0, color="k", lw=0.8)
         ax.set_ylabel(f"test Δm% vs {'STL' if key == 'delta_m_stl' else 'EW'} [%] (lower is better)")
@@ -181,7 +181,8 @@ def plot_all(out: Path, res: Any) -> list[Path]:
         _plain(ax, x_epochs=False)
         ax.grid(False, axis="x")
         ref = "single-task baselines (STL)" if key == "delta_m_stl" else "EW"
-        paths.append(_finish(fig, plt, out / "delta_m.png", f"Test Δm% vs {ref}: {base_title}\nerror bars: std over seeds", 0))
+        bars_note = "error bars: std over seeds" if seeds > 1 else "one seed: no error bars"
+        paths.append(_finish(fig, plt, out / "delta_m.png", f"Test Δm% vs {ref}: {base_title}\n{bars_note}", 0))
 
     # 4. summary: Δm% vs EW (paired, 95% CI) against the cost per step, the recommendation marked
     ew = res.summary.get("ew_method")
