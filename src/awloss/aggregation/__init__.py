@@ -1,7 +1,7 @@
 """Gradient-level aggregators: per-task gradients ``J[T, n]`` → one update ``[n]``."""
 
 from ._aligned_mtl import AlignedMTL
-from ._base import Aggregator, GramianAggregator, SolverError
+from ._base import Aggregator, GramianAggregator, SolverError, SolverFallbackWarning
 from ._cagrad import CAGrad
 from ._config import ConFIG
 from ._cr_mogm import CRMOGM
@@ -53,6 +53,7 @@ __all__ = [
     "PCGrad",
     "SDMGrad",
     "SolverError",
+    "SolverFallbackWarning",
     "TrimmedMean",
     "UPGrad",
 ]
