@@ -150,7 +150,7 @@ def _run_engine(engine, losses, agg):
 
     task = gather_losses(losses, agg, None)
     jac = reduce_jacobian(engine.jacobian(task, False), len(task.items))
-    updates, overflow = aggregate(agg, jac, len(task.items), task.scale)
+    updates, overflow = aggregate(agg, jac, len(task.items), task.scale, task.absent)
     engine.write(jac, updates, False)
     return None if overflow else agg._weights
 

@@ -25,6 +25,7 @@ class Losses:
     items: list[Tensor]
     scale: float | None
     names: list[str] | None
+    absent: tuple[bool, ...] = ()  # per task: None or a constant (its row is 0): left out of the weights
 
 
 def check_arguments(aggregator: Any, method: str) -> None:
@@ -57,7 +58,8 @@ def gather_losses(losses: Any, aggregator: Aggregator, scaler: Any) -> Losses:
     items = [
         (x if x.dim() == 0 else x.reshape(())) if isinstance(x, Tensor) and x.requires_grad else None for x in items
     ]
-    if any(x is None for x in items):  # constants and absent tasks have zero gradients
+    absent = tuple(x is None for x in items)
+    if any(absent):  # constants and absent tasks have zero gradients
         zero = L.new_zeros(()) * L.sum()
         items = [zero if x is None else x for x in items]
     items = [x if x.dtype == L.dtype else x.to(L.dtype) for x in items]
@@ -67,7 +69,7 @@ def gather_losses(losses: Any, aggregator: Aggregator, scaler: Any) -> Losses:
     if scaler is not None and scaler.is_enabled():
         items = [scaler.scale(x) for x in items]
         scale = float(scaler.get_scale())
-    return Losses(items, scale, names)
+    return Losses(items, scale, names, absent)
 
 
 def as_params(params: Any, what: str) -> list[Tensor]:
