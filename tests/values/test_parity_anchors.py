@@ -447,3 +447,27 @@ def test_two_batch_methods_pair_each_batch_with_the_previous_one(name):
     assert ours.weights[2] == 0
     with pytest.raises(ValueError, match="`second_batch`"):
         awloss.get(name, second_batch="next")
+
+
+# ------------------------------------------------------------------ absent tasks (zero rows) are left out
+LEFT_OUT = ["grad_constant", "grad_random", "trimmed_mean", "krum", "fairgrad", "excess_mtl", "moco", "modo",
+            "sdmgrad"]
+
+
+@pytest.mark.parametrize("position", [0, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", LEFT_OUT)
+def test_a_zero_row_is_left_out_over_calls(name, dtype, position):
+    """A zero row (absent task) changes nothing: three calls with it inserted give what three tasks give
+    (update and weights), and it reports weight 0. (PCD is left out: its row 0 is the primary task.)"""
+    ref_agg, agg = awloss.get_class(name)._make_example(3), awloss.get_class(name)._make_example(4)
+    for k in range(3):
+        J = torch.randn(3, 7, dtype=dtype, generator=torch.Generator().manual_seed(k))
+        Jz = torch.cat([J[:position], torch.zeros(1, 7, dtype=dtype), J[position:]])
+        torch.manual_seed(k)
+        ref = ref_agg(J)
+        torch.manual_seed(k)
+        torch.testing.assert_close(agg(Jz), ref)
+        if agg.weighted:
+            assert float(agg.weights[position]) == 0.0
+            torch.testing.assert_close(agg.weights[[i for i in range(4) if i != position]], ref_agg.weights)
