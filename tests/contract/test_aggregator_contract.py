@@ -209,20 +209,13 @@ def test_output_and_weights_are_detached(name):
             assert not agg._weights.requires_grad
 
 
-# stateful non-Gramian methods must leave a zero row out in their own `forward` (the base cannot index their
-# state); these do not yet (issue 11 §2): reported to the lead, strict so that a fix shows up here
-ZERO_ROW_NOT_YET = {"excess_mtl", "moco", "modo", "sdmgrad"}
-
-
 @pytest.mark.parametrize("position", [0, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", AGGREGATORS)
-def test_a_zero_row_is_left_out(name, dtype, position, request):
+def test_a_zero_row_is_left_out(name, dtype, position):
     """Issue 11 §2: a zero row (a task absent from the batch, or one that does not reach the shared
     parameters) is left out of the solve: weight 0, and the other tasks get exactly what T - 1 tasks get.
     Old main: MGDA returned 0, Nash-MTL / CAGrad reported weights of 1e4-2e5 for the zero row."""
-    if name in ZERO_ROW_NOT_YET:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="zero row not left out yet (issue 11 §2)"))
     cls = awloss.get_class(name)
     J = torch.randn(3, 7, dtype=dtype, generator=torch.Generator().manual_seed(1))
     Jz = torch.cat([J[:position], torch.zeros(1, 7, dtype=dtype), J[position:]])
