@@ -71,10 +71,11 @@ class Krum(GramianAggregator):
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T, f, m = gramian.shape[0], self.n_byzantine, self.n_selected
-        if f > 0 and T < f + 3:
-            raise ValueError(f"Parameter `n_byzantine` = {f} needs at least {f + 3} tasks (n_byzantine + 3), got {T}.")
-        if m > T:
-            raise ValueError(f"Parameter `n_selected` = {m} must be <= the number of tasks, got {T} tasks.")
+        full = self._rows_of if self._rows is not None else T  # the base may hand us the present rows only
+        if f > 0 and full < f + 3:
+            raise ValueError(f"Parameter `n_byzantine` = {f} needs at least {f + 3} tasks (n_byzantine + 3), got {full}.")
+        if m > full:
+            raise ValueError(f"Parameter `n_selected` = {m} must be <= the number of tasks, got {full} tasks.")
         G = gramian / gramian.diagonal().amax().clamp_min(torch.finfo(gramian.dtype).tiny)  # scale-free
         sq = G.diagonal()
         dist = (sq[:, None] + sq[None, :] - 2 * G).clamp_min(0.0).sqrt()

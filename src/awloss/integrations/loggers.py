@@ -139,8 +139,9 @@ class WeightLogger:
         return row
 
     def _write_csv(self, step: int, row: Mapping[str, float]) -> None:
+        assert self._csv_path is not None  # only called with a CSV path
         if self._writer is None:
-            folder = os.path.dirname(self._csv_path or "")
+            folder = os.path.dirname(self._csv_path)
             if folder:
                 os.makedirs(folder, exist_ok=True)
             self._file = open(self._csv_path, "w", newline="")  # noqa: SIM115 - closed in close()
