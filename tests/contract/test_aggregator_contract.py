@@ -211,7 +211,7 @@ def test_output_and_weights_are_detached(name):
 
 # stateful non-Gramian methods must leave a zero row out in their own `forward` (the base cannot index their
 # state); these do not yet (issue 11 §2): reported to the lead, strict so that a fix shows up here
-ZERO_ROW_NOT_YET = {"excess_mtl", "moco", "modo", "sdmgrad"}
+ZERO_ROW_NOT_YET: set[str] = set()  # ExcessMTL, MoCo, MoDo, SDMGrad leave zero rows out in forward since issue 15
 
 
 @pytest.mark.parametrize("position", [0, 2])

@@ -116,6 +116,9 @@ def test_krum_ties_are_shared_and_absent_rows_skipped():
     J = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.2, 0.0], [0.0, 0.0]])
     agg(J)  # the three zero rows are closest to each other but absent: never selected
     assert agg.weights[[0, 1, 4]].abs().sum() == 0
+    J4 = torch.randn(4, 3)
+    J4[1] = 0  # an absent task does not make a valid configuration invalid (the base solves 3 rows)
+    assert torch.isfinite(awloss.get("krum", n_byzantine=1)(J4)).all()
     with pytest.raises(ValueError, match="`n_byzantine` = 2 needs at least 5 tasks"):
         awloss.get("krum", n_byzantine=2)(torch.randn(4, 3))
     with pytest.raises(ValueError, match="`n_selected` = 5 must be <="):
@@ -447,3 +450,28 @@ def test_two_batch_methods_pair_each_batch_with_the_previous_one(name):
     assert ours.weights[2] == 0
     with pytest.raises(ValueError, match="`second_batch`"):
         awloss.get(name, second_batch="next")
+
+
+# ------------------------------------------------------------------ absent tasks (zero rows) are left out
+LEFT_OUT = ["grad_random", "trimmed_mean", "krum", "fairgrad", "excess_mtl", "moco", "modo",
+            "sdmgrad"]
+
+
+@pytest.mark.parametrize("position", [0, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", LEFT_OUT)
+def test_a_zero_row_is_left_out_over_calls(name, dtype, position):
+    """A zero row (absent task) changes nothing: three calls with it inserted give what three tasks give
+    (update and weights), and it reports weight 0. (grad_constant and PCD keep their rows, zero_rows = "kept":
+    fixed positional weights, and PCD's row 0 is the primary task.)"""
+    ref_agg, agg = awloss.get_class(name)._make_example(3), awloss.get_class(name)._make_example(3)  # same config
+    for k in range(3):
+        J = torch.randn(3, 7, dtype=dtype, generator=torch.Generator().manual_seed(k))
+        Jz = torch.cat([J[:position], torch.zeros(1, 7, dtype=dtype), J[position:]])
+        torch.manual_seed(k)
+        ref = ref_agg(J)
+        torch.manual_seed(k)
+        torch.testing.assert_close(agg(Jz), ref)
+        if agg.weighted:
+            assert float(agg.weights[position]) == 0.0
+            torch.testing.assert_close(agg.weights[[i for i in range(4) if i != position]], ref_agg.weights)

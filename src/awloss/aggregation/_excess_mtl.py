@@ -34,8 +34,9 @@ class ExcessMTL(Aggregator):
           mean over ``n_warmup_steps`` calls, during which :math:`w` stays uniform); on the call that
           sets it, :math:`r` is used unscaled (as the official code);
         - :math:`S` is a ``T x n`` float64 buffer (:math:`\epsilon = 10^{-7}`);
-        - a task whose gradient is exactly 0 (absent) keeps its statistics and reports weight 0; its
-          baseline is set the first time it is present.
+        - a task whose gradient is exactly 0 (absent) is left out: weight 0, the softmax runs over the
+          present tasks, its statistics are kept and its baseline is set the first time it is present;
+        - the buffer ``log_weights`` holds :math:`\log w` up to a constant (the logits of the softmax).
 
     Args:
         robust_step_size: :math:`\eta > 0`; default ``1.0`` (TorchJD's and LibMTL's).
@@ -69,14 +70,14 @@ class ExcessMTL(Aggregator):
         super().__init__()
         self.robust_step_size = check_positive("robust_step_size", robust_step_size)
         self.n_warmup_steps = check_int("n_warmup_steps", n_warmup_steps, minimum=0)
-        for name in ("sq_grad_sum", "task_weights", "baseline", "warmup_sum"):
+        for name in ("sq_grad_sum", "log_weights", "baseline", "warmup_sum"):
             self.register_buffer(name, torch.zeros(0))
         self.register_buffer("baseline_set", torch.zeros(0, dtype=torch.bool))
         self._init_step_counter()
 
     def reset_parameters(self) -> None:
         dev = self.step.device
-        for name in ("sq_grad_sum", "task_weights", "baseline", "warmup_sum"):
+        for name in ("sq_grad_sum", "log_weights", "baseline", "warmup_sum"):
             setattr(self, name, torch.zeros(0, device=dev))
         self.baseline_set = torch.zeros(0, dtype=torch.bool, device=dev)
         self._reset_step()
@@ -86,7 +87,7 @@ class ExcessMTL(Aggregator):
         dt = work_dtype(jacobian)
         if self.sq_grad_sum.shape != (T, n):  # first call or a new shape: start over (as TorchJD)
             self.sq_grad_sum = jacobian.new_zeros((T, n), dtype=dt)
-            self.task_weights = jacobian.new_full((T,), 1.0 / T, dtype=dt)
+            self.log_weights = jacobian.new_zeros(T, dtype=dt)  # log-weights up to a constant: w = softmax
             self.baseline = jacobian.new_zeros(T, dtype=dt)
             self.warmup_sum = jacobian.new_zeros(T, dtype=dt)
             self.baseline_set = torch.zeros(T, dtype=torch.bool, device=jacobian.device)
@@ -108,8 +109,11 @@ class ExcessMTL(Aggregator):
             scaled = torch.where(fresh, risk, risk / (self.baseline + _EPS))
             self.baseline = torch.where(fresh, risk, self.baseline)
             self.baseline_set = self.baseline_set | fresh
-            self.task_weights = torch.softmax(self.task_weights.log() + self.robust_step_size * scaled, dim=0)
-        w = torch.where(present, self.task_weights, torch.zeros_like(self.task_weights)).to(jacobian.dtype)
+            logits = self.log_weights + torch.where(present, self.robust_step_size * scaled, torch.zeros_like(scaled))
+            self.log_weights = logits - logits.amax()  # softmax is shift invariant; this keeps it bounded
+        masked = torch.where(present, self.log_weights, torch.full_like(self.log_weights, float("-inf")))
+        w = torch.where(present, torch.softmax(masked, dim=0), torch.zeros_like(masked)).nan_to_num(0.0)
+        w = w.to(jacobian.dtype)
         self._set_weights(w)
         return w @ jacobian
 

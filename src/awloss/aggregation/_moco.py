@@ -8,7 +8,7 @@ from torch import Tensor
 from .._inputs import check_positive
 from .._registry import register
 from ._base import Aggregator
-from ._solvers import project_simplex
+from ._modo import project_present
 
 __all__ = ["MoCo"]
 
@@ -35,6 +35,8 @@ class MoCo(Aggregator):
           counting calls from 1; :math:`y` starts at 0 and :math:`\lambda` at :math:`1/T`;
         - :math:`\Pi_\Delta` is the Euclidean projection onto the simplex (``simplex="project"``, the paper)
           or :math:`\operatorname{softmax}` (``"softmax"``, LibMTL);
+        - a task whose gradient is exactly 0 (absent) is left out of :math:`\lambda`'s simplex (weight 0;
+          the initial :math:`1/T` counts the present tasks); its :math:`y_i` decays toward 0;
         - the update combines the tracked gradients, so ``.weights`` (:math:`\lambda`) are the coefficients
           of :math:`Y`, not of the current Jacobian (``weighted = False``).
 
@@ -123,16 +125,21 @@ class MoCo(Aggregator):
                 )
             h = h * self._losses.to(h.dtype)[:, None]
             self._losses = None
+        present = h.abs().amax(dim=1) > 0  # an all-zero row (absent task) is left out of λ's simplex
         if self.tracked.shape != h.shape:
             self.tracked = torch.zeros_like(h)
-            self.lambd = h.new_full((T,), 1.0 / T)
+            self.lambd = present.to(h.dtype) / present.sum().clamp_min(1).to(h.dtype)
             self._reset_step()
         t = self._advance_step()
         y = self.tracked.to(h.dtype)
         y = y - (self.beta / t**self.beta_sigma) * (y - h)
         lam = self.lambd.to(h.dtype)
         step = lam - (self.gamma / t**self.gamma_sigma) * ((y @ (y.T @ lam)) + self.rho * lam)
-        lam = project_simplex(step) if self.simplex == "project" else torch.softmax(step, dim=0)
+        if self.simplex == "project":
+            lam = project_present(step, present)
+        else:
+            lam = torch.softmax(torch.where(present, step, torch.full_like(step, float("-inf"))), dim=0)
+            lam = torch.where(present, lam, torch.zeros_like(lam)).nan_to_num(0.0)
         self.tracked, self.lambd = y, lam
         self._weights = lam.detach()
         return lam @ y

@@ -10,7 +10,14 @@ from .._registry import register
 from ._base import Aggregator
 from ._solvers import project_simplex
 
-__all__ = ["MoDo"]
+__all__ = ["MoDo", "project_present"]
+
+
+def project_present(v: Tensor, present: Tensor) -> Tensor:
+    """Project ``v`` onto the simplex of the ``present`` entries (the others get 0); all 0 if none is present."""
+    top = torch.where(present, v, torch.full_like(v, float("-inf"))).amax()
+    low = torch.where(present.any(), top - 2.0, torch.zeros_like(top))  # <= θ - 1: clamped to 0, θ unchanged
+    return torch.where(present, project_simplex(torch.where(present, v, low)), torch.zeros_like(v))
 
 
 @register
@@ -30,7 +37,8 @@ class MoDo(Aggregator):
           Jacobian (``second_batch="previous"``, default; the current one on the first call) or the
           current one (``"same"``, biased); :meth:`cross_weights` takes :math:`J_1J_2^\top` itself;
         - :math:`\Pi_\Delta` is the Euclidean projection onto the simplex; :math:`\lambda` starts at
-          :math:`1/T`; a task whose gradient is exactly 0 (absent) reports weight 0.
+          :math:`1/T`; a task whose gradient is exactly 0 (absent) is left out: weight 0, the simplex and
+          the initial :math:`1/T` count the present tasks only.
 
     Args:
         gamma: step of the weight update, ``> 0``; default ``0.1`` (TorchJD's).
@@ -74,13 +82,17 @@ class MoDo(Aggregator):
         dev = self.lambd.device
         self.lambd, self.previous = torch.zeros(0, device=dev), torch.zeros(0, 0, device=dev)
 
-    def cross_weights(self, matrix: Tensor) -> Tensor:
-        """One weight update from ``matrix = J₁J₂ᵀ`` (``T x T``, two independent batches); returns λ."""
+    def cross_weights(self, matrix: Tensor, present: Tensor | None = None) -> Tensor:
+        """One weight update from ``matrix = J₁J₂ᵀ`` (``T x T``, two independent batches); returns λ.
+
+        ``present`` (bools, default all) leaves tasks out: their weight is 0 and λ is a simplex on the others.
+        """
         T = matrix.shape[0]
+        present = torch.ones(T, dtype=torch.bool, device=matrix.device) if present is None else present
         if self.lambd.shape != (T,):
-            self.lambd = matrix.new_full((T,), 1.0 / T)
+            self.lambd = present.to(matrix.dtype) / present.sum().clamp_min(1).to(matrix.dtype)
         lam = self.lambd.to(matrix.dtype)
-        lam = project_simplex(lam - self.gamma * (matrix @ lam + self.rho * lam))
+        lam = project_present(lam - self.gamma * (matrix @ lam + self.rho * lam), present)
         self.lambd = lam.detach()
         return lam
 
@@ -90,10 +102,10 @@ class MoDo(Aggregator):
         A = J @ other.T
         if self.check:  # a NaN/inf row is reported after the call; keep it out of the weights' state
             A = torch.where(torch.isfinite(A), A, torch.zeros_like(A))
-        lam = self.cross_weights(A)
+        present = J.abs().amax(dim=1) > 0  # an all-zero row (absent task) is left out
+        w = self.cross_weights(A, present)
         if self.second_batch == "previous":
             self.previous = J.clone()
-        w = torch.where(J.abs().amax(dim=1) > 0, lam, torch.zeros_like(lam))
         self._set_weights(w)
         return w @ jacobian
 

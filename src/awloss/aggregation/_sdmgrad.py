@@ -10,7 +10,7 @@ from torch import Tensor
 from .._inputs import check_int, check_positive
 from .._registry import register
 from ._base import Aggregator
-from ._solvers import project_simplex
+from ._modo import project_present
 
 __all__ = ["SDMGrad"]
 
@@ -35,7 +35,8 @@ class SDMGrad(Aggregator):
           default; the current one on the first call) or the current one (``"same"``);
           :meth:`cross_weights` takes :math:`J_1J_2^\top` itself;
         - ``n_iter`` steps per call, :math:`v` restarts at 0; :math:`w` starts at :math:`1/T`;
-        - a task whose gradient is exactly 0 (absent) reports weight 0.
+        - a task whose gradient is exactly 0 (absent) is left out: weight 0, and the simplex, the default
+          preference and the normalisation count the present tasks only.
 
     Args:
         lr: :math:`\eta > 0`, step of the inner SGD; default ``10.0``.
@@ -92,21 +93,28 @@ class SDMGrad(Aggregator):
         dev = self.w.device
         self.w, self.previous = torch.zeros(0, device=dev), torch.zeros(0, 0, device=dev)
 
-    def cross_weights(self, matrix: Tensor) -> Tensor:
-        """One weight update from ``matrix = J₁J₂ᵀ`` (``T x T``, two independent batches); returns the weights."""
+    def cross_weights(self, matrix: Tensor, present: Tensor | None = None) -> Tensor:
+        """One weight update from ``matrix = J₁J₂ᵀ`` (``T x T``, two independent batches); returns the weights.
+
+        ``present`` (bools, default all) leaves tasks out: weight 0, and the simplex, the default preference
+        and the normalisation count the present tasks only.
+        """
         T = matrix.shape[0]
         if self.pref_vector is not None and self.pref_vector.numel() != T:
             raise ValueError(f"Parameter `pref_vector` has {self.pref_vector.numel()} values, the Jacobian {T} rows.")
-        pref = matrix.new_full((T,), 1.0 / T) if self.pref_vector is None else self.pref_vector.to(matrix.dtype)
+        present = torch.ones(T, dtype=torch.bool, device=matrix.device) if present is None else present
+        pf = present.to(matrix.dtype)
+        m = pf.sum().clamp_min(1.0)
+        pref = pf / m if self.pref_vector is None else self.pref_vector.to(matrix.dtype) * pf
         if self.w.shape != (T,):
-            self.w = matrix.new_full((T,), 1.0 / T)
-        scale = matrix.diagonal().clamp_min(0.0).sqrt().mean()
+            self.w = pf / m
+        scale = (matrix.diagonal().clamp_min(0.0).sqrt() * pf).sum() / m
         A = matrix / (scale.square() + 1e-8)
         w = self.w.to(matrix.dtype)
         v = torch.zeros_like(w)
         for _ in range(self.n_iter):
             v = self.momentum * v + A @ (w + self.lambda_ * pref)
-            w = project_simplex(w - self.lr * v)
+            w = project_present(w - self.lr * v, present)
         self.w = w.detach()
         return (w + self.lambda_ * pref) / (1.0 + self.lambda_)
 
@@ -116,10 +124,10 @@ class SDMGrad(Aggregator):
         A = J @ other.T
         if self.check:  # a NaN/inf row is reported after the call; keep it out of the weights' state
             A = torch.where(torch.isfinite(A), A, torch.zeros_like(A))
-        lam = self.cross_weights(A)
+        present = J.abs().amax(dim=1) > 0  # an all-zero row (absent task) is left out
+        w = self.cross_weights(A, present)
         if self.second_batch == "previous":
             self.previous = J.clone()
-        w = torch.where(J.abs().amax(dim=1) > 0, lam, torch.zeros_like(lam))
         self._set_weights(w)
         return w @ jacobian
 

@@ -142,8 +142,9 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             warnings.warn(message, UserWarning, stacklevel=_seed.user_stacklevel())
 
     def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
-        num, k = self.num_tasks, _seed.count(losses)
+        num = self.num_tasks
         assert num is not None
+        k = num if len(losses) == num > 1 else _seed.count(losses)  # varargs of the full count: the usual call
         given = None
         if k is not None and 0 < k < num:  # the seed uses the first k σ's
             self._warn_once(
