@@ -117,6 +117,6 @@ def backward(
                              scale=task.scale)
     engine = choose_engine(task, shared, aggregator, representation, task_params, method)
     jac = reduce_jacobian(engine.jacobian(task, retain_graph), len(task.items))
-    updates, overflow = aggregate(aggregator, jac, len(task.items), task.scale, task.absent)
+    updates, overflow = aggregate(aggregator, jac, len(task.items), task.scale)
     engine.write(jac, updates, retain_graph)
     return None if overflow else aggregator._weights

@@ -37,24 +37,23 @@ def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Ten
     return [u.view(b.shape[1:]) for u, b in zip(update.split(sizes), blocks)]
 
 
-def _summed(aggregator: GramianAggregator, grad: Tensor, T: int, absent: tuple[bool, ...] = ()) -> list[Tensor]:
-    """GradMean/GradSum: constant weights (their Gramian is never looked at) times ``∇ΣLᵢ``.
-
-    Absent tasks (zero rows) are left out of the weights, as the aggregator's base does for a Jacobian:
-    GradMean then averages over the tasks present."""
+def _summed(aggregator: GramianAggregator, grad: Tensor, present: list[bool]) -> list[Tensor]:
+    """GradMean/GradSum: constant weights (their Gramian is never looked at) times ``∇ΣLᵢ``; an absent task
+    (a zero row) is left out and gets weight 0, as :class:`~awloss.aggregation.Aggregator` does for a Jacobian.
+    (A present task whose loss reaches no shared parameter is counted: finding it would take its own backward.)"""
     aggregator._checks = []
-    keep = [i for i in range(T) if not (absent and absent[i])]
-    sub = aggregator.weights_from_gramian(grad.new_zeros(len(keep), len(keep))).to(grad.dtype)
-    w = sub if len(keep) == T else grad.new_zeros(T).index_copy(0, torch.tensor(keep, device=grad.device), sub)
+    k = sum(present)
+    sub = aggregator.weights_from_gramian(grad.new_zeros(k, k)).to(grad.dtype)
+    w = sub if k == len(present) else grad.new_zeros(len(present)).masked_scatter(
+        torch.tensor(present, device=grad.device), sub
+    )
     aggregator._set_weights(w)
     if aggregator.check and not torch.compiler.is_compiling() and not bool(torch.isfinite(grad.sum())):
         raise ValueError("The gradient of the sum of the losses contains NaN or inf (or overflows float).")
-    return [grad * sub[0]] if keep else [grad * 0]
+    return [grad * sub[0]] if k else [torch.zeros_like(grad)]
 
 
-def aggregate(
-    aggregator: Aggregator, jac: Jacobian, T: int, scale: float | None, absent: tuple[bool, ...] = ()
-) -> tuple[list[Tensor], bool]:
+def aggregate(aggregator: Aggregator, jac: Jacobian, T: int, scale: float | None) -> tuple[list[Tensor], bool]:
     """The update of every block, and whether the step overflowed (GradScaler: then nothing is aggregated).
 
     With a GradScaler the blocks are unscaled, aggregated and re-scaled, so methods whose update does not
@@ -62,7 +61,7 @@ def aggregate(
     skips the step, the aggregator's state untouched).
     """
     if jac.summed:
-        return _summed(aggregator, jac.blocks[0], T, absent), False  # type: ignore[arg-type]
+        return _summed(aggregator, jac.blocks[0], jac.present), False  # type: ignore[arg-type]
     if scale is None:
         return _aggregate(aggregator, jac.blocks, T), False
     if not bool(torch.stack([torch.isfinite(b).all() for b in jac.blocks]).all()):
