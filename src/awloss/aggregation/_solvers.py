@@ -339,6 +339,7 @@ def project_simplex(v: Tensor) -> Tensor:
     css = u.cumsum(dim=-1) - 1.0
     k = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
     cond = u - css / k > 0
-    rho = cond.sum(dim=-1, keepdim=True) - 1  # cond holds on a prefix
+    # cond holds on a prefix, and always at k = 1 in exact arithmetic; at |v| ~ 1e16+ the `1` is lost to rounding
+    rho = (cond.sum(dim=-1, keepdim=True) - 1).clamp_min(0)
     theta = css.gather(-1, rho) / (rho + 1).to(v.dtype)
     return (v - theta).clamp_min(0.0)
