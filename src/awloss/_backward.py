@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import _checks
 from ._inputs import _split, as_loss_vector
 from .aggregation._base import Aggregator, GramianAggregator
 from .integrations.distributed import all_reduce_mean, all_reduce_mean_many, is_distributed
@@ -331,11 +332,43 @@ def backward(
     L, _ = as_loss_vector((losses,), num_tasks=None, task_names=None)  # validation only
     if not L.requires_grad:
         raise ValueError("Argument `losses` does not require grad: none of the losses depends on a parameter.")
-    if aggregator.check and not torch.compiler.is_compiling():
-        finite = torch.isfinite(L.detach())
-        if not bool(finite.all()):
-            i = int((~finite).nonzero()[0, 0])
-            raise ValueError(f"Loss `losses[{i}]` must be finite, got {L[i].item()}.")
+    mode = _checks.check_mode(aggregator)
+    if mode is not None:  # the previous step's flags, then this step's loss check (read at the next step)
+        _checks.poll(aggregator)
+        Ld = L.detach()
+        _checks.push(aggregator, torch.isfinite(Ld.sum()), lambda m: _report_losses(Ld), mode)
+    aggregator.__dict__["_in_step"] = True  # the aggregator does not poll again in this step
+    try:
+        return _backward(
+            items, L, shared_params, aggregator, representation, task_params, retain_graph, method, scaler, mode
+        )
+    finally:
+        aggregator.__dict__["_in_step"] = False
+
+
+def _report_sum_grad(_: Any) -> None:
+    raise ValueError("The gradient of the sum of the losses contains NaN or inf (or overflows float).")
+
+
+def _report_losses(L: Tensor) -> None:
+    finite = torch.isfinite(L)
+    if not bool(finite.all()):
+        i = int((~finite).nonzero()[0, 0])
+        raise ValueError(f"Loss `losses[{i}]` must be finite, got {L[i].item()}.")
+
+
+def _backward(
+    items: list[Any],
+    L: Tensor,
+    shared_params: Any,
+    aggregator: Aggregator,
+    representation: Tensor | None,
+    task_params: Any,
+    retain_graph: bool,
+    method: str,
+    scaler: Any,
+    mode: str | None,
+) -> Tensor | None:
     items = [
         (x if x.dim() == 0 else x.reshape(())) if isinstance(x, Tensor) and x.requires_grad else None for x in items
     ]
@@ -381,8 +414,8 @@ def backward(
             aggregator._checks = []
             w = aggregator.weights_from_gramian(flat.new_zeros(T, T)).to(flat.dtype)  # constant weights, G unused
             aggregator._set_weights(w)
-            if aggregator.check and not torch.compiler.is_compiling() and not bool(torch.isfinite(flat.sum())):
-                raise ValueError("The gradient of the sum of the losses contains NaN or inf (or overflows float).")
+            if mode is not None:
+                _checks.push(aggregator, torch.isfinite(flat.sum()), _report_sum_grad, mode)
             update = flat * w[0]
             off = 0
             for p, u in zip(shared, used):

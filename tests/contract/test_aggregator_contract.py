@@ -123,6 +123,7 @@ def test_bad_input_raises_clear_errors(name):
     J[1, 2] = float("nan")
     with pytest.raises(ValueError, match=r"task 1 \(row 1"):
         agg(J)
+        agg.verify()  # deferred: the flag of the call is read here (or at the next call)
     with pytest.raises(ValueError, match="one row per task"):
         agg(torch.randn(4))
     with pytest.raises(TypeError, match="floating point"):
@@ -141,6 +142,7 @@ def test_gramian_entry_point_validates():
     G[2, 2] = float("inf")
     with pytest.raises(ValueError, match="task 2"):
         agg.gramian_weights(G)
+        agg.verify()
 
 
 def test_solver_failure_is_reported_not_swallowed(monkeypatch):
@@ -150,11 +152,16 @@ def test_solver_failure_is_reported_not_swallowed(monkeypatch):
         return torch.zeros_like(b), torch.zeros(b.shape[0], dtype=torch.bool)
 
     monkeypatch.setattr(_upgrad, "nnqp", broken)
-    with pytest.raises(SolverError, match="UPGrad: the dual-cone projection QP did not converge"):
-        awloss.get("upgrad")(torch.randn(3, 5))
     agg = awloss.get("upgrad")
-    agg.check = False  # the user opted out of the (one) host synchronisation
     agg(torch.randn(3, 5))
+    with pytest.raises(SolverError, match="UPGrad: the dual-cone projection QP did not converge"):
+        agg(torch.randn(3, 5))  # the deferred check of the first call
+    agg.check = "immediate"
+    with pytest.raises(SolverError, match="UPGrad: the dual-cone projection QP did not converge"):
+        agg(torch.randn(3, 5))
+    agg.check = False  # the user opted out of the check
+    agg(torch.randn(3, 5))
+    agg.verify()
 
 
 def test_constructor_arguments_are_validated():

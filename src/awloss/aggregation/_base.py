@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
+
 __all__ = ["Aggregator", "GramianAggregator", "SolverError"]
 
 
@@ -20,8 +22,10 @@ class Aggregator(nn.Module):
     A subclass implements :meth:`forward` on a validated 2-D floating-point ``J`` and returns the update;
     a weighted method (the update is ``wᵀJ``) records ``w`` with :meth:`_set_weights`, readable as
     :attr:`weights`. The base flattens trailing dimensions (``J[T, *shape]`` → ``update[*shape]``),
-    checks that ``J`` is finite and that every on-device solver converged, with one host synchronisation
-    per call that ``check = False`` on an instance removes.
+    checks that ``J`` is finite and that every on-device solver converged. The check never stops the host:
+    its verdict stays on the device and the next call (or a read of :attr:`weights`, or :meth:`verify`)
+    raises its error, one call late. ``check = "immediate"`` on an instance raises within the call (one
+    host read per call); ``check = False`` skips the checks.
 
     Class attributes describe the method: ``name`` (registry key), ``aliases``, ``kind = "aggregator"``,
     ``stateful`` (it keeps state across calls in buffers, see :meth:`reset`), ``weighted`` (``False``
@@ -37,7 +41,7 @@ class Aggregator(nn.Module):
     weighted: ClassVar[bool] = True
     permutation_equivariant: ClassVar[bool] = True
     conflict_free: ClassVar[bool] = False
-    check: bool = True
+    check: bool | str = True  # True / "deferred" (default), "immediate" or False
 
     def __init__(self) -> None:
         super().__init__()
@@ -48,6 +52,7 @@ class Aggregator(nn.Module):
     def __call__(self, jacobian: Tensor) -> Tensor:  # type: ignore[override]
         """Aggregate ``jacobian`` (``Tensor[T, ...]``, one row per task) into one update ``Tensor[...]``."""
         J = self._validate_jacobian(jacobian)
+        self._poll_checks()
         self._checks = []
         J2 = J.reshape(J.shape[0], -1)
         out = super().__call__(J2)
@@ -74,6 +79,7 @@ class Aggregator(nn.Module):
         """Detached ``Tensor[T]``: the coefficients of the last call, ``update = weightsᵀJ``."""
         if not self.weighted:
             raise RuntimeError(f"{type(self).__name__} is not a weighted aggregator: its update is not wᵀJ.")
+        _checks.poll(self)
         if self._weights is None:
             raise RuntimeError(f"{type(self).__name__}.weights is known only after the first call.")
         return self._weights
@@ -89,6 +95,7 @@ class Aggregator(nn.Module):
     def reset(self) -> None:
         """Restore the state right after construction (buffers, recorded weights)."""
         self._weights = None
+        _checks.clear(self)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -123,26 +130,25 @@ class Aggregator(nn.Module):
             raise TypeError(f"Argument `jacobian` must be floating point, got dtype {J.dtype}.")
         return J
 
+    def verify(self) -> None:
+        """Raise now if a check of an earlier call failed (waits for the device; see ``check``)."""
+        _checks.poll(self, wait=True)
+
+    def _poll_checks(self) -> None:
+        """Read the earlier calls' flags (not inside :func:`awloss.backward`, which polls once per step)."""
+        if not self.__dict__.get("_in_step", False) and not torch.compiler.is_compiling():
+            _checks.poll(self)
+
     def _run_checks(self, row_finite: Any) -> None:
-        """One host sync: ``row_finite()`` (per task: its gradient is finite) and the solvers' flags."""
-        if not self.check or torch.compiler.is_compiling():
-            self._checks = []
+        """``row_finite()`` (per task: its gradient is finite) and the solvers' flags, as one device flag."""
+        checks, self._checks = self._checks, []
+        mode = _checks.check_mode(self)
+        if mode is None:
             return
         finite = row_finite()
-        flags = [finite.all()] + [ok.reshape(()).to(finite.device) for ok, _ in self._checks]
-        if bool(torch.stack(flags).all()):
-            self._checks = []
-            return
-        for i, f in enumerate(finite.tolist()):
-            if not f:
-                self._checks = []
-                raise ValueError(
-                    f"Gradient of task {i} (row {i} of the Jacobian) contains NaN or inf (or overflows float)."
-                )
-        for ok, message in self._checks:
-            if not bool(ok.all()):
-                self._checks = []
-                raise SolverError(f"{type(self).__name__}: {message}")
+        flags = [finite.all()] + [ok.reshape(()).to(finite.device) for ok, _ in checks]
+        flag = flags[0] if len(flags) == 1 else torch.stack(flags).all()
+        _checks.push(self, flag, lambda m: _report(m, finite, checks), mode)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         for name, buf in list(self._buffers.items()):  # lazily-sized state takes the saved shape
@@ -161,6 +167,16 @@ class Aggregator(nn.Module):
 
     def extra_repr(self) -> str:
         return ""
+
+
+def _report(agg: Aggregator, finite: Tensor, checks: list[tuple[Tensor, str]]) -> None:
+    """The error of a failed :meth:`Aggregator._run_checks` (reads the flags: the failure path only)."""
+    for i, f in enumerate(finite.tolist()):
+        if not f:
+            raise ValueError(f"Gradient of task {i} (row {i} of the Jacobian) contains NaN or inf (or overflows float).")
+    for ok, message in checks:
+        if not bool(ok.all()):
+            raise SolverError(f"{type(agg).__name__}: {message}")
 
 
 class GramianAggregator(Aggregator):
@@ -187,6 +203,7 @@ class GramianAggregator(Aggregator):
             raise ValueError(f"Argument `gramian` must be a square Tensor[T, T], got {shape}.")
         if not gramian.is_floating_point() or gramian.shape[0] == 0:
             raise ValueError(f"Argument `gramian` must be a non-empty floating point matrix, got {gramian.dtype}.")
+        self._poll_checks()
         self._checks = []
         w = self._weights_of(gramian)
         self._run_checks(lambda: torch.isfinite(gramian.diagonal()) & torch.isfinite(gramian).all(dim=1))

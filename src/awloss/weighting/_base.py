@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
 from .._inputs import as_loss_vector, check_int
 from ..integrations.distributed import maybe_sync, sync_update_losses
 
@@ -30,8 +31,12 @@ class Weighting(nn.Module):
     across calls), ``requires_nonnegative`` (the losses must be ``>= 0``, e.g. when a log is taken) and
     ``permutation_equivariant`` (permuting the tasks permutes the weights; ``False`` for random methods).
 
-    Set ``check_finite = False`` on an instance to skip the finiteness check, which costs one host
-    synchronisation per call on an accelerator.
+    The input check (finite losses, ``>= 0`` where required) never stops the host in a training step:
+    each call leaves its verdict as a flag on the device and the *next* call (or a read of
+    :attr:`weights`, or :meth:`verify`) reads it and raises the same error, naming the task, one call
+    late. Set ``check = "immediate"`` on an instance (or on the class) to raise within the call that
+    saw the bad value (one host read per call: a ``cudaStreamSynchronize`` on a GPU), or
+    ``check = False`` (or the older ``check_finite = False``) to skip the check.
 
     Under ``torch.distributed`` (DDP) the losses' values are averaged over the ranks before
     :meth:`forward`, so every rank computes the same weights and state; see
@@ -50,6 +55,9 @@ class Weighting(nn.Module):
     requires_nonnegative: ClassVar[bool] = False
     permutation_equivariant: ClassVar[bool] = True
     stale_check_every: ClassVar[int] = 100
+    #: ``forward`` pushes its own value flag (see :meth:`_push_flag`): the base computes none in deferred mode.
+    _fused_check: ClassVar[bool] = False
+    check: bool | str = "deferred"
     check_finite: bool = True
     sync: bool | str = "auto"
     process_group: Any = None
@@ -89,16 +97,20 @@ class Weighting(nn.Module):
     # ------------------------------------------------------------------ call
     def __call__(self, *losses: Any) -> Tensor:  # type: ignore[override]
         """Weigh ``losses`` (varargs, a sequence, a 1-D tensor or a mapping) into one scalar."""
-        vec = self._loss_vector(losses)
+        if not torch.compiler.is_compiling():
+            _checks.poll(self)  # the flags of the earlier calls (a host read of values that are ready)
+        vec = self._loss_vector(losses, fused=self._fused_check)
         out = super().__call__(vec)
         if self.learnable and self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             self._watch_parameters(vec)
         return out
 
-    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
+    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True, fused: bool = False) -> Tensor:
         """Normalise and check the call's arguments into ``Tensor[T]``, averaged over the ranks under DDP.
 
-        (``update(*losses)`` of a subclass receives losses already averaged over the ranks.)
+        The check runs on the averaged values (a NaN on one rank reaches every rank, so all raise
+        together). ``fused``: ``forward`` pushes its own flag in deferred mode. (``update(*losses)`` of a
+        subclass receives losses already averaged over the ranks.)
         """
         device = self._device()
         vec, names = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device)
@@ -106,9 +118,31 @@ class Weighting(nn.Module):
             self._task_names = tuple(names)
         self._check_device(vec, device)
         self.__dict__["_all_positive"] = False  # set by `_check_values` when it proves every loss > 0
-        if self.check_finite and not torch.compiler.is_compiling():
+        if sync:
+            vec = maybe_sync(self, vec)
+        self._check_input(vec, fused=fused)
+        return vec
+
+    def _check_input(self, vec: Tensor, *, fused: bool = False) -> None:
+        """Check ``vec``: at once ("immediate"), or as a device flag read at the next call ("deferred")."""
+        if torch.compiler.is_compiling():
+            return
+        mode = _checks.check_mode(self) if self.check_finite else None
+        if mode == "immediate":
             self._check_values(vec)
-        return maybe_sync(self, vec) if sync else vec
+        elif mode is not None and not fused:
+            d = vec.detach()
+            _checks.push(self, self._value_flag(d), lambda m: m._check_values(d), mode)
+
+    def _push_flag(self, flag: Tensor, vec: Tensor) -> None:
+        """For ``_fused_check`` methods: ``flag`` (e.g. ``isfinite`` of the objective) vouches for ``vec``."""
+        if self.check_finite and not torch.compiler.is_compiling() and _checks.check_mode(self) == "deferred":
+            d = vec.detach()
+            _checks.push(self, flag, lambda m: m._check_values(d), "deferred")
+
+    def verify(self) -> None:
+        """Raise now if a check of an earlier call failed (waits for the device; see ``check``)."""
+        _checks.poll(self, wait=True)
 
     def forward(self, losses: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Return the scalar objective for ``losses`` (``Tensor[T]``); call ``self._set_weights``."""
@@ -117,7 +151,11 @@ class Weighting(nn.Module):
     # ------------------------------------------------------------ reporting
     @property
     def weights(self) -> Tensor:
-        """Detached ``Tensor[T]``: the coefficients of the last call, ``∂out/∂L_i``."""
+        """Detached ``Tensor[T]``: the coefficients of the last call, ``∂out/∂L_i``.
+
+        Reading it first raises the error of a failed deferred check of an earlier call, if any.
+        """
+        _checks.poll(self)
         if self._weights is None:
             initial = self._initial_weights()
             if initial is None:
@@ -137,7 +175,9 @@ class Weighting(nn.Module):
         return dict(zip(names, w))
 
     def _set_weights(self, weights: Tensor) -> None:
-        self.__dict__["_weights"] = weights.detach()  # a plain attribute: skip nn.Module.__setattr__ (hot path)
+        if weights.requires_grad:
+            weights = weights.detach()
+        self.__dict__["_weights"] = weights  # a plain attribute: skip nn.Module.__setattr__ (hot path)
 
     def _initial_weights(self) -> Tensor | None:
         return None
@@ -149,6 +189,7 @@ class Weighting(nn.Module):
         self._calls = 0
         self._snapshot = None
         self._warned_stale = False
+        _checks.clear(self)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -185,7 +226,8 @@ class Weighting(nn.Module):
         for t in self.parameters():
             return t.device
         for t in self.buffers():
-            return t.device
+            if t.is_floating_point():  # not e.g. RLW's generator state, which stays on the CPU
+                return t.device
         return None
 
     def _check_device(self, vec: Tensor, dev: torch.device | None) -> None:
@@ -195,8 +237,15 @@ class Weighting(nn.Module):
                 f"move the module first, e.g. `{type(self).__name__.lower()}.to({str(vec.device)!r})`."
             )
 
+    def _value_flag(self, d: Tensor) -> Tensor:
+        """The deferred check: a 0-dim float tensor, finite when ``_check_values(d)`` would pass (when it
+        is not, ``_check_values`` decides: a sum can overflow). One or two ops, no host read."""
+        if self.requires_nonnegative:  # sqrt: NaN for a negative loss; the sum: NaN/inf for any non-finite
+            return torch.sqrt(d).sum()
+        return d.sum()
+
     def _check_values(self, vec: Tensor) -> None:
-        # Cheap path first (one reduction, host reads of its result); only on failure is the culprit looked
+        # The immediate check (and the report of a failed deferred one). Cheap path first (one reduction, host reads of its result); only on failure is the culprit looked
         # for. A NaN/inf makes the sum non-finite.
         d = vec.detach()
         if self.requires_nonnegative:  # one reduction: NaN propagates into both, -inf/negatives fail `lo >= 0`
@@ -233,18 +282,33 @@ class Weighting(nn.Module):
             self._snapshot = (flat.clone(), losses.clone())
             return
         old_p, old_l = self._snapshot
-        if torch.equal(flat, old_p) and not torch.equal(losses, old_l):
-            self._warned_stale = True
-            warnings.warn(
-                f"{type(self).__name__}'s parameters have not changed over {self.stale_check_every - 1} calls "
-                "while the losses varied: they are probably not in any optimizer. Add them, e.g. "
-                "`torch.optim.Adam([{'params': model.parameters()}, *weighting.param_groups(lr=0.025)])`.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        # On the device, read with the deferred checks (at the next call): the step never waits for it.
+        fine = (flat != old_p).any() | (losses == old_l).all()
+        _checks.push(self, fine, _warn_stale, "deferred")
         self._snapshot = None
 
     @classmethod
     def _make_example(cls, num_tasks: int) -> Weighting:
         """An instance for ``num_tasks`` tasks with default arguments (used by the contract tests)."""
         return cls(num_tasks=num_tasks)
+
+
+def _constant_weights(w: Weighting, losses: Tensor, value: float) -> Tensor:
+    """``full_like(losses, value)``, made once per shape, dtype and device (no op per call)."""
+    cached = w.__dict__.get("_const_weights")
+    if cached is None or cached.shape != losses.shape or cached.dtype != losses.dtype or cached.device != losses.device:
+        cached = w.__dict__["_const_weights"] = torch.full_like(losses, value, requires_grad=False)
+    return cached
+
+
+def _warn_stale(w: Weighting) -> None:
+    if w._warned_stale:
+        return
+    w._warned_stale = True
+    warnings.warn(
+        f"{type(w).__name__}'s parameters have not changed over {w.stale_check_every - 1} calls "
+        "while the losses varied: they are probably not in any optimizer. Add them, e.g. "
+        "`torch.optim.Adam([{'params': model.parameters()}, *weighting.param_groups(lr=0.025)])`.",
+        RuntimeWarning,
+        stacklevel=4,
+    )

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._inputs import as_loss_vector, check_positive
+from .._inputs import as_loss_vector, check_positive, default_device
 from .._registry import register
 from ._base import Weighting
 from ._helpers import adam_step, as_weight_vector
@@ -92,10 +92,11 @@ class FAMO(Weighting):
         self.lr = check_positive("lr", lr)
         self.gamma = check_positive("gamma", gamma, strict=False)
         self.eps = check_positive("eps", eps)
-        b = as_weight_vector("min_losses", min_losses, T)
+        b_host = as_weight_vector("min_losses", min_losses, T, device="cpu")
+        b = b_host.to(default_device())
         self.register_buffer("min_losses", b, persistent=False)  # constructor argument, not state
         self.register_buffer("shift", b - self.eps, persistent=False)
-        self._zero_min = bool((b == 0).all())
+        self._zero_min = bool((b_host == 0).all())
         self.requires_nonnegative = self._zero_min  # then the base's fast check covers L >= b
         for name in ("logits", "exp_avg", "exp_avg_sq", "prev_log_gap"):
             self.register_buffer(name, torch.zeros(T))
@@ -121,6 +122,11 @@ class FAMO(Weighting):
                 f"Loss {label} = {float(vec[i].detach())} is below its lower bound `min_losses[{i}]` = "
                 f"{float(self.min_losses[i])}; FAMO takes log(L - min_losses): lower `min_losses`."
             )
+
+    def _value_flag(self, d: Tensor) -> Tensor:
+        if self._zero_min:
+            return super()._value_flag(d)
+        return torch.sqrt(d - self.min_losses.to(d.dtype)).sum()  # NaN below the bound
 
     def _next_count(self) -> int:
         self._count = (int(self.adam_step) if self._count is None else self._count) + 1
@@ -150,7 +156,7 @@ class FAMO(Weighting):
     def update(self, *losses: Any) -> None:
         """Move the logits with the losses of the same batch recomputed after ``optimizer.step()``."""
         new, _ = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=self._device())
-        self._check_values(new)
+        self._check_input(new)
         if self._has_prev_host is None:
             self._has_prev_host = bool(self.has_prev)
         if not self._has_prev_host:

@@ -160,8 +160,9 @@ class GradNorm(Weighting):
             L = losses.detach().to(self.task_weights.dtype)
             self.initial_losses.copy_(torch.where(self.has_initial, self.initial_losses, L))
             self.has_initial.fill_(True)
-            if not bool((n > 0).any()):
-                return
+            moved = (n > 0).any()  # no gradient reached the shared layer: the weights stay (no host read)
+            state = (self.task_weights, self.exp_avg, self.exp_avg_sq, self.grad_norms, self.targets)
+            before = [t.clone() for t in state]
             G = self.task_weights * n
             L0 = self.initial_losses
             rate = torch.where(L0 > 0, L / L0.clamp_min(torch.finfo(L.dtype).tiny), torch.ones_like(L))
@@ -174,6 +175,8 @@ class GradNorm(Weighting):
             adam_step(self.task_weights, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, self._count, lr=self.lr)
             self.task_weights.clamp_(min=1e-6)
             self.task_weights.mul_(T / self.task_weights.sum())
+            for t, old in zip(state, before):
+                torch.where(moved, t, old, out=t)
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, alpha={self.alpha}, lr={self.lr}"
