@@ -41,6 +41,11 @@ TORCHJD = {  # our registry name -> TorchJD aggregator factory (T -> aggregator)
     "gradvac": lambda T, A: A.GradVac(),
     "aligned_mtl": lambda T, A: A.AlignedMTL(),
     "config": lambda T, A: A.ConFIG(),
+    "grad_constant": lambda T, A: A.Constant(torch.linspace(1.0, 0.1, T) if T > 1 else torch.tensor([0.5])),
+    "grad_random": lambda T, A: A.Random(),
+    "cr_mogm": lambda T, A: A.GramianWeightedAggregator(A.CRMOGMWeighting(A.MGDAWeighting())),
+    "trimmed_mean": lambda T, A: A.TrimmedMean(1 if T >= 3 else 0),
+    "krum": lambda T, A: A.Krum(1 if T >= 4 else 0, 1) if T >= 3 else None,  # TorchJD needs T >= f + 3
 }
 
 
@@ -86,10 +91,9 @@ def cases(name: str, T: int, width: int, batch: int, tja) -> dict:
         awloss.backward(losses, shared, agg_rep, representation=f)
 
     out = {"sum": sum_step, "floor": floor_step, "ours": ours_step, "ours_rep": ours_rep_step}
-    if tja is not None and name in TORCHJD:
+    ref = TORCHJD[name](T, tja) if tja is not None and name in TORCHJD else None
+    if ref is not None:
         from torchjd.autojac import jac_to_grad, mtl_backward
-
-        ref = TORCHJD[name](T, tja)
 
         def torchjd_step():
             f, losses = forward()

@@ -59,6 +59,12 @@ NOTES: dict[str, tuple[str, str, str]] = {
                  "gradient per task on it."),
     "stch": ("Lin et al., ICML 2024", "https://arxiv.org/abs/2402.19078",
              "Smooth Tchebycheff scalarisation: focuses on the worst-off task; for finding Pareto trade-offs."),
+    "pbi": ("Zhang & Li, IEEE TEC 2007", "https://ieeexplore.ieee.org/document/4358754",
+            "One chosen trade-off (a preference ray), reachable also on non-convex parts of the front; "
+            "sweep the preference to trace the front. Not a method to balance tasks automatically."),
+    "cosmos": ("Ruchte & Grabocka, ICDM 2021", "https://arxiv.org/abs/2103.13392",
+               "Pareto-front approximation with one model conditioned on the preference; on its own, a "
+               "weighted sum nudged toward the preference direction."),
     # ---- gradient level
     "grad_sum": ("sum of the task gradients (baseline)", "", "Baseline; equals `sum` at T× the cost."),
     "grad_mean": ("mean of the task gradients (baseline)", "", "Baseline; equals `mean` at T× the cost."),
@@ -88,6 +94,19 @@ NOTES: dict[str, tuple[str, str, str]] = {
                "Conflict-free update with equal cosine to every task gradient (from physics-informed NNs)."),
     "dbmtl": ("Lin et al., 2023", "https://arxiv.org/abs/2308.12029",
               "Log-losses plus gradient-norm balancing; the best method in its own LibMTL benchmark."),
+    "grad_constant": ("fixed gradient weights (TorchJD Constant)", "",
+                      "Fixed weights at the gradient level; a baseline, or to replay a TorchJD run."),
+    "grad_random": ("Lin et al., TMLR 2022", "https://arxiv.org/abs/2111.10603",
+                    "A random-weights control at the gradient level (as `rlw`, at T× the cost)."),
+    "trimmed_mean": ("Yin et al., ICML 2018", "https://proceedings.mlr.press/v80/yin18a.html",
+                     "A few rows may be outliers or corrupted (federated workers); robust per coordinate. "
+                     "Not an MTL method: with few tasks it discards most of the information."),
+    "cr_mogm": ("Zhou et al., NeurIPS 2022", "",
+                "Smooths the noisy per-batch weights of MGDA-style methods (stochastic bias); costs what the "
+                "wrapped method costs."),
+    "krum": ("Blanchard et al., NeurIPS 2017", "",
+             "Byzantine-robust selection of the most central gradients (federated learning); in MTL it "
+             "follows one task per step, so expect it to underperform the mean."),
 }
 
 

@@ -30,6 +30,9 @@ from mkdocs.structure.files import File  # noqa: E402
 
 
 def on_config(config, **kwargs):
+    # The version on every page: in the header (site name) and in the footer.
+    config["site_name"] = f"awloss {awloss.__version__}"
+    config["copyright"] = f"awloss {awloss.__version__} · Apache-2.0"
     for entry in config["nav"] or []:
         if isinstance(entry, dict) and "Methods" in entry:
             entry["Methods"] = [e for e in entry["Methods"] if not (isinstance(e, dict) and set(e) & set(gen.KIND_TITLES.values()))]

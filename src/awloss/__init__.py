@@ -11,6 +11,7 @@ Quick start:
 
 from ._registry import available, get, get_class, register
 from .weighting import AutomaticWeightedLoss, UncertaintyWeighting, Weighting
+from .weighting import COSMOS, PBI
 from .weighting import DWA, FAMO, IMTLL, RLW, STCH, UWSO, Constant, GeometricMean, GradNorm, Mean, ScaleInvariant, Sum
 from . import aggregation
 from ._backward import backward
@@ -22,14 +23,19 @@ from .aggregation import (
     AlignedMTL,
     CAGrad,
     ConFIG,
+    CRMOGM,
     DualProj,
+    GradConstant,
     GradDrop,
+    GradRandom,
     GradMean,
     GradSum,
     GradVac,
     GramianAggregator,
+    Krum,
     NashMTL,
     PCGrad,
+    TrimmedMean,
     UPGrad,
 )
 
@@ -56,6 +62,9 @@ __all__ = [
     "FAMO",
     "GradNorm",
     "STCH",
+    "COSMOS",
+    "PBI",
+    "CRMOGM",
     "aggregation",
     "backward",
     "Aggregator",
@@ -65,13 +74,17 @@ __all__ = [
     "ConFIG",
     "DBMTL",
     "DualProj",
+    "GradConstant",
     "GradDrop",
+    "GradRandom",
     "GradMean",
     "GradSum",
     "GradVac",
     "IMTLG",
+    "Krum",
     "MGDA",
     "NashMTL",
     "PCGrad",
+    "TrimmedMean",
     "UPGrad",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,9 +13,22 @@ from torch import Tensor, nn
 from . import _checks
 from ._inputs import _split, as_loss_vector
 from .aggregation._base import Aggregator, GramianAggregator
-from .integrations.distributed import all_reduce_mean, all_reduce_mean_many, is_distributed
+from .distributed import all_reduce_mean, all_reduce_mean_many, is_distributed
 
 __all__ = ["backward"]
+
+# Per-aggregator Jacobian buffers, kept OUTSIDE the aggregator: in its ``__dict__`` they were pickled,
+# deep-copied and torch.save'd with it, and the copy's buffer no longer aliased its per-parameter views
+# while the cache key still matched, so the shared parameters got gradient 0 forever (issue 11 §3).
+_CACHES: weakref.WeakKeyDictionary[Aggregator, dict] = weakref.WeakKeyDictionary()
+
+
+def _cache_of(aggregator: Aggregator) -> dict:
+    cache = _CACHES.get(aggregator)
+    if cache is None:
+        cache = _CACHES[aggregator] = {}
+    return cache
+
 
 _ENGINE = getattr(torch.autograd.Variable, "_execution_engine", None)  # what torch.autograd.backward calls
 
@@ -33,8 +48,12 @@ def _as_params(params: Any, what: str) -> list[Tensor]:
     return out
 
 
-def _leaves(roots: list[Tensor], stop: Any, exclude: set[int]) -> list[Tensor]:
-    """Leaf tensors requiring grad reachable from ``roots`` without passing through the node ``stop``."""
+def _leaves(roots: list[Tensor], stop: Any, exclude: set[int], met: set[int] | None = None) -> list[Tensor]:
+    """Leaf tensors requiring grad reachable from ``roots`` without passing through the node ``stop``.
+
+    Leaves whose id is in ``exclude`` are not returned; their ids go into ``met`` when it is given (which
+    shared parameters a path reaches). Every id returned is added to ``exclude``.
+    """
     out: list[Tensor] = []
     seen: set[Any] = set()
     stack = [r.grad_fn for r in roots]
@@ -48,9 +67,88 @@ def _leaves(roots: list[Tensor], stop: Any, exclude: set[int]) -> list[Tensor]:
             if id(var) not in exclude:
                 exclude.add(id(var))
                 out.append(var)
+            elif met is not None:
+                met.add(id(var))
             continue
         stack.extend(f for f, _ in fn.next_functions)
     return out
+
+
+_SPARSE = "a sparse gradient (nn.Embedding / nn.EmbeddingBag with sparse=True): the batched backward cannot view it"
+_REENTRANT = (
+    "reentrant checkpointing (torch.utils.checkpoint with use_reentrant=True): its backward calls "
+    "torch.autograd.backward itself, which cannot run batched"
+)
+
+
+def _unbatchable(roots: list[Tensor], stop: Any = None) -> tuple[str | None, str | None]:
+    """Why the graph of ``roots`` (above the node ``stop``) cannot take the batched (``is_grads_batched``) backward.
+
+    Returns ``(hard, soft)``: ``hard`` is a reason it certainly fails (sparse gradients, reentrant
+    checkpointing); ``soft`` names a custom ``autograd.Function`` that does not declare itself vmap-able
+    (``generate_vmap_rule = True`` or a ``vmap`` staticmethod), whose backward may or may not batch.
+    """
+    soft = None
+    seen: set[Any] = set()
+    stack = [r.grad_fn for r in roots]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn is stop or fn in seen:
+            continue
+        seen.add(fn)
+        if getattr(fn, "_saved_sparse", False) is True:
+            return _SPARSE, soft
+        if isinstance(fn, torch.autograd.function.BackwardCFunction):
+            if type(fn).__name__ == "CheckpointFunctionBackward":
+                return _REENTRANT, soft
+            cls = getattr(fn, "_forward_cls", None)
+            declared = cls is not None and (
+                getattr(cls, "generate_vmap_rule", False) or cls.vmap is not torch.autograd.Function.vmap
+            )
+            if soft is None and not declared:
+                soft = (
+                    f"the custom autograd.Function {getattr(cls, '__qualname__', type(fn).__name__)}, whose "
+                    "backward is not declared vmap-able (generate_vmap_rule = True or a vmap staticmethod)"
+                )
+        stack.extend(f for f, _ in fn.next_functions)
+    return None, soft
+
+
+_SAID: set[str] = set()
+
+
+def _resolve_method(method: str, items: list[Tensor], representation: Tensor | None) -> str:
+    """``"auto"`` → ``"loop"`` on the CPU, ``"batched"`` elsewhere unless the graph cannot batch (then the loop,
+    said once per reason); an explicit ``"batched"`` on such a graph raises, saying why and what to use."""
+    if method == "loop" or (method == "auto" and not _auto_batches(items[0].device)):
+        return "loop"
+    stop = None if representation is None else representation.grad_fn  # batched only down to `representation`
+    hard, soft = _unbatchable(items, stop)
+    if method == "batched":
+        if hard is not None:
+            raise ValueError(
+                f"Argument `method='batched'` cannot work on this model: it has {hard}. Use method='loop' "
+                "(or 'auto', which falls back to the loop by itself)."
+            )
+        return "batched"
+    reason = hard or soft
+    if reason is None:
+        return "batched"
+    if reason not in _SAID:
+        _SAID.add(reason)
+        warnings.warn(
+            f"awloss.backward(method='auto') uses the per-task loop instead of the batched backward: the model "
+            f"has {reason}. Pass method='loop' to silence this" + ("" if hard else ", or method='batched' to try anyway")
+            + ".",
+            UserWarning,
+            stacklevel=3,
+        )
+    return "loop"
+
+
+def _auto_batches(device: torch.device) -> bool:
+    """Whether ``method="auto"`` prefers the batched backward on ``device`` (not on the CPU: see the benchmark)."""
+    return device.type != "cpu"
 
 
 def _per_task_grads(
@@ -230,11 +328,42 @@ def _task_grads(*args: Any, fn: Any = None) -> Any:
         return (fn or _per_task_grads)(*args)
     except (RuntimeError, NotImplementedError) as e:
         msg = str(e)
-        if "BatchedTensorImpl" in msg or "vmap" in msg:
-            raise RuntimeError(_COMPILED_HINT.format(what="batched with vmap")) from e
+        if "BatchedTensorImpl" in msg or "vmap" in msg or "Batching rule" in msg:
+            first = msg.strip().splitlines()[0][:200] if msg.strip() else type(e).__name__
+            raise RuntimeError(
+                f"The model's backward cannot be batched with vmap ({first}): pass method='loop'. "
+                + _COMPILED_HINT.format(what="batched with vmap")
+            ) from e
         if "donated buffers" in msg:
             raise RuntimeError(_COMPILED_HINT.format(what="run twice (its buffers are donated)")) from e
         raise
+
+
+def _representation_write(
+    items: list[Tensor], z: Tensor, update_z: Tensor, shared: list[Tensor], heads: list[Tensor], retain: bool
+) -> None:
+    """One backward of ``ΣLᵢ`` in which ``z``'s gradient is replaced by the aggregated ``update_z``.
+
+    The trunk below ``z`` receives ``(∂z/∂θ)ᵀ update_z``; every path from a shared parameter to the losses
+    that bypasses ``z`` (a U-Net skip, a head that also reads an earlier layer) adds its ``∇ΣLᵢ``, like the
+    heads, which receive ``∇ΣLᵢ`` too. Raises if no shared parameter is reached by either route.
+    """
+    ids = {id(p) for p in shared}
+    met: set[int] = set()
+    _leaves([z], None, set(ids), met)  # below z
+    _leaves(items, z.grad_fn, set(ids), met)  # bypassing z
+    if z.grad_fn is None and id(z) in ids:
+        met.add(id(z))
+    if not met:
+        raise ValueError("No parameter in `shared_params` is used by the losses (through `representation` or not).")
+    inputs = [p for p in shared if id(p) in met] + heads
+    if z.grad_fn is None and id(z) not in ids:  # a leaf representation accumulates its own update
+        inputs.append(z)
+    handle = z.register_hook(lambda g: update_z.to(g.dtype))
+    try:
+        torch.autograd.backward(torch.stack(items).sum(), inputs=inputs, retain_graph=retain)
+    finally:
+        handle.remove()
 
 
 def _accumulate(p: Tensor, g: Tensor) -> None:
@@ -279,13 +408,17 @@ def backward(
             a sequence, a 1-D tensor or a mapping of names to losses.
         shared_params: the shared parameters (an iterable, a module, or a tensor).
         aggregator: an :class:`~awloss.aggregation.Aggregator`, e.g. ``awloss.get("upgrad")``.
-        representation: optional shared feature tensor; gradients are aggregated with respect to it.
+        representation: optional shared feature tensor; gradients are aggregated with respect to it. Paths
+            from ``shared_params`` to the losses that bypass it receive ``∇ΣLᵢ``, like the heads. Refused
+            for aggregators with ``state_per_column`` (DB-MTL).
         task_params: the task-specific parameters; by default every other leaf of the graph.
         retain_graph: keep the graph for another backward, like ``Tensor.backward``.
         method: how the per-task gradients are computed: ``"loop"`` (one ``autograd.grad`` per task into
             buffers reused across calls; fastest on CPU in our benchmark), ``"batched"`` (one vectorised
             ``is_grads_batched`` backward; fewer kernel launches on accelerators) or ``"auto"`` (default:
-            ``"loop"`` on CPU, ``"batched"`` elsewhere). ``grad_mean``/``grad_sum`` need no per-task gradients:
+            ``"loop"`` on CPU, ``"batched"`` elsewhere, falling back to the loop with a warning, once, where
+            batching cannot work: sparse gradients, reentrant checkpointing, a custom ``autograd.Function``
+            not declared vmap-able; ``"batched"`` raises there). ``grad_mean``/``grad_sum`` need no per-task gradients:
             they take one backward of :math:`\sum_i L_i` whatever the method (not under DDP or ``task_params``).
         scaler: a ``torch.amp.GradScaler`` (fp16 training; pass the *unscaled* losses). The per-task
             gradients are taken of the scaled losses (no fp16 underflow) and unscaled before aggregating,
@@ -297,7 +430,7 @@ def backward(
     Under ``torch.distributed`` (DDP) the loss values, the per-task gradients of the shared parameters and
     the heads' gradients are averaged over the ranks (one all-reduce), so every rank aggregates the
     Jacobian of the global batch and applies the same update; ``.grad`` is written without DDP's reducer
-    (no "marked ready twice", ``no_sync()`` is harmless), see :mod:`awloss.integrations.distributed`.
+    (no "marked ready twice", ``no_sync()`` is harmless), see :mod:`awloss.distributed`.
 
     Returns:
         The aggregator's weights ``Tensor[T]`` (detached), or ``None`` for non-weighted aggregators (GradDrop).
@@ -386,17 +519,24 @@ def _backward(
     if scaler is not None and scaler.is_enabled():
         items = [scaler.scale(x) for x in items]
         scale = float(scaler.get_scale())
-    if method == "auto":
-        method = "loop" if items[0].device.type == "cpu" else "batched"
     shared = _as_params(shared_params, "shared_params")
-    if representation is None and not shared:
+    if not shared:  # an exhausted generator (made once outside the training loop) lands here too
         raise ValueError("Argument `shared_params` is empty (or nothing in it requires grad).")
     exclude = {id(p) for p in shared}
     if representation is not None:
         if not isinstance(representation, Tensor) or not representation.requires_grad:
             raise ValueError("Argument `representation` must be a tensor that requires grad (a shared feature).")
+        if aggregator.state_per_column:
+            raise ValueError(
+                f"{type(aggregator).__name__} keeps state per column of the Jacobian (one entry per parameter); "
+                "with `representation=` the columns are samples × features, which change meaning every batch. "
+                "Pass the shared parameters without `representation=`."
+            )
         exclude.add(id(representation))
-    cache = aggregator.__dict__.setdefault("_jacobian_cache", {})
+    uniform = getattr(aggregator, "_uniform", False) and scale is None  # update = c·∇ΣLᵢ: one backward pass
+    if not (uniform and representation is None and task_params is None and not distributed):
+        method = _resolve_method(method, items, representation)
+    cache = _cache_of(aggregator)
     heads: list[Tensor] = []
     if task_params is not None:
         heads = [p for p in _as_params(task_params, "task_params") if id(p) not in exclude]
@@ -405,7 +545,6 @@ def _backward(
         heads = _leaves(items, stop, exclude)
 
     # full per-task backward passes would fire DDP's reducer hooks: under DDP, autograd.grad only
-    uniform = getattr(aggregator, "_uniform", False) and scale is None  # update = c·∇ΣLᵢ: one backward pass
     if representation is None and (method == "loop" or uniform) and task_params is None and not distributed:
         if uniform:  # whatever `method`: no per-task gradient is needed
             (flat,), used = _task_grads([torch.stack(items).sum()], shared, retain_graph, cache, fn=_loop_backward)
@@ -453,14 +592,12 @@ def _backward(
             "parameters instead (their per-task gradients are averaged over the ranks)."
         )
     else:
-        (Jz,), head_grads = _task_grads(items, [representation], heads, True, method, cache)
+        (Jz,), _ = _task_grads(items, [representation], [], True, method, cache)
         if Jz is None:
             raise ValueError("The losses do not depend on `representation`.")
         (update_z,), overflow = _aggregate_scaled(aggregator, [Jz], T, scale)
-        if representation.grad_fn is not None and shared:
-            torch.autograd.backward(representation, update_z, inputs=shared, retain_graph=retain_graph)
-        elif representation.grad_fn is None:
-            _accumulate(representation, update_z)
+        _representation_write(items, representation, update_z, shared, heads, retain_graph)
+        return None if overflow else aggregator._weights
     for p, g in zip(heads, head_grads):
         if g is not None:
             _accumulate(p, g)

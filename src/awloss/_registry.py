@@ -21,7 +21,33 @@ def _key(name: str) -> str:
 
 
 def register(cls: C) -> C:
-    """Class decorator: add ``cls`` to the registry under ``cls.name`` and ``cls.aliases``."""
+    """Class decorator: add ``cls`` to the registry under ``cls.name`` and ``cls.aliases``.
+
+    Once registered, a method is built by :func:`get`, listed by :func:`available` and covered by the
+    contract and property suites, which are parametrised over the registry.
+
+    Args:
+        cls: a subclass of :class:`awloss.Weighting` or :class:`awloss.aggregation.Aggregator` with a
+            non-empty class attribute ``name`` (the canonical key) and optional ``aliases``.
+
+    Returns:
+        ``cls`` itself, so ``@register`` can decorate the class statement.
+
+    Raises:
+        TypeError: ``cls`` has no non-empty string ``name``.
+        ValueError: its name or an alias is already registered by another class.
+
+    Example:
+        >>> import torch, awloss
+        >>> @awloss.register
+        ... class Halves(awloss.Weighting):
+        ...     name = "doc_halves"
+        ...     def forward(self, losses):
+        ...         self._set_weights(torch.full_like(losses, 0.5).detach())
+        ...         return 0.5 * losses.sum()
+        >>> awloss.get("doc-halves", num_tasks=2)(torch.tensor(2.0), torch.tensor(4.0))
+        tensor(3.)
+    """
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__name__} needs a non-empty class attribute `name` to be registered.")
@@ -36,7 +62,22 @@ def register(cls: C) -> C:
 
 
 def get_class(name: str) -> type:
-    """Return the class registered under ``name`` (or one of its aliases)."""
+    """Return the class registered under ``name`` (or one of its aliases), without building it.
+
+    Args:
+        name: a registered name or alias; case-insensitive, ``-`` and ``_`` interchangeable.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        KeyError: no method is registered under ``name`` (the message lists the available names).
+
+    Example:
+        >>> import awloss
+        >>> awloss.get_class("automatic-weighted-loss").__name__
+        'AutomaticWeightedLoss'
+        >>> awloss.get_class("upgrad").kind
+        'aggregator'
+    """
     if not isinstance(name, str):
         raise TypeError(f"Argument `name` must be a str, got {name!r}.")
     canonical = _LOOKUP.get(_key(name))
@@ -47,6 +88,19 @@ def get_class(name: str) -> type:
 
 def get(name: str, /, **kwargs: Any) -> Any:
     """Build the method registered under ``name`` with ``kwargs``.
+
+    Args:
+        name: a registered name or alias (see :func:`available`); case-insensitive, ``-`` and ``_``
+            interchangeable.
+        **kwargs: the constructor arguments of that class (see its page).
+
+    Returns:
+        A new :class:`awloss.Weighting` (loss level) or :class:`awloss.aggregation.Aggregator`
+        (gradient level).
+
+    Raises:
+        KeyError: no method is registered under ``name``.
+        TypeError: ``kwargs`` do not fit the class's constructor.
 
     Example:
         >>> import awloss

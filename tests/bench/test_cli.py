@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,20 +10,12 @@ import pytest
 import torch
 
 import awloss
-from awloss.bench import cli, runner
+from awloss.bench import cli, engine, runner
 from awloss.bench.cli import main, parse_method_args
 from awloss.bench.datasets import BenchError, get_dataset
 from awloss.weighting import Weighting
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    real = Path(os.environ.get("AWLOSS_CACHE") or Path.home() / ".cache" / "awloss")
-    monkeypatch.setenv("AWLOSS_DATA_DIR", os.environ.get("AWLOSS_DATA_DIR") or str(real / "data"))
-    monkeypatch.setenv("AWLOSS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
 def _valid_png(path: Path) -> None:
@@ -66,7 +57,7 @@ def test_deterministic_and_stl_cached(tmp_path, monkeypatch):
         calls.append(spec.kind)
         return real(ds, data, spec, *a, **k)
 
-    monkeypatch.setattr(cli, "train_run", counting)
+    monkeypatch.setattr(engine, "train_run", counting)
     args = ["bench", "--quick", "-d", "synthetic", "--methods", "ew,uw", "--no-progress", "--no-plots"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert calls.count("stl") == 3 and calls.count("weighting") == 2

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import awloss
-from awloss.integrations import distributed as D
+from awloss import distributed as D
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
@@ -167,3 +167,14 @@ def test_single_process_helpers_are_no_ops():
         warnings.simplefilter("error")
         w.sync = False
         w(torch.tensor(1.0), torch.tensor(2.0))  # no process group: no warning
+
+
+def test_old_import_path_is_the_core_module():
+    """`awloss.integrations.distributed` (the old home) is kept as a re-export of the core `awloss.distributed`."""
+    import awloss.distributed
+    import awloss.integrations.distributed as old
+    from awloss.integrations.distributed import check_synchronized
+
+    assert check_synchronized is awloss.distributed.check_synchronized
+    assert old._should_sync is awloss.distributed._should_sync  # private helpers too
+    assert set(old.__all__) == set(awloss.distributed.__all__)

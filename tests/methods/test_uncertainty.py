@@ -93,10 +93,12 @@ def test_seed_checkpoint_loads_into_both_parameterizations():
         seed.params.copy_(torch.tensor([2.0, -0.5]))
     state = seed.state_dict()
     a = AutomaticWeightedLoss(2)
-    a.load_state_dict(state)
+    with pytest.warns(UserWarning, match="optimizer state"):
+        a.load_state_dict(state)
     torch.testing.assert_close(a.sigma, torch.tensor([2.0, 0.5]))
     b = AutomaticWeightedLoss(2, parameterization="sigma")
-    b.load_state_dict(a.state_dict())
+    with pytest.warns(UserWarning, match="optimizer state"):
+        b.load_state_dict(a.state_dict())
     torch.testing.assert_close(b.sigma, torch.tensor([2.0, 0.5]))
 
 

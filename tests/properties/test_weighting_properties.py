@@ -37,7 +37,9 @@ def test_weights_finite_and_nonnegative(name, values):
     w = awloss.get_class(name)._make_example(len(values))
     out = w(torch.tensor(values))
     assert torch.isfinite(out)
-    assert torch.isfinite(w.weights).all() and (w.weights >= 0).all()
+    assert torch.isfinite(w.weights).all()
+    if not getattr(w, "signed_weights", False):  # PBI, COSMOS: a loss past its preferred share is pushed back up
+        assert (w.weights >= 0).all()
 
 
 @SETTINGS

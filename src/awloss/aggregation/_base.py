@@ -31,7 +31,9 @@ class Aggregator(nn.Module):
     ``stateful`` (it keeps state across calls in buffers, see :meth:`reset`), ``weighted`` (``False``
     for methods such as GradDrop whose update is not a combination of the rows),
     ``permutation_equivariant`` (``False`` when random draws depend on the task order) and
-    ``conflict_free`` (the method guarantees ``⟨update, g_i⟩ >= 0`` for every task).
+    ``conflict_free`` (the method guarantees ``⟨update, g_i⟩ >= 0`` for every task) and
+    ``state_per_column`` (its state is indexed by the Jacobian's columns, e.g. DB-MTL's gradient average:
+    every call must bring the same parameters, so :func:`awloss.backward` refuses ``representation=``).
     """
 
     name: ClassVar[str] = ""
@@ -41,6 +43,7 @@ class Aggregator(nn.Module):
     weighted: ClassVar[bool] = True
     permutation_equivariant: ClassVar[bool] = True
     conflict_free: ClassVar[bool] = False
+    state_per_column: ClassVar[bool] = False
     check: bool | str = True  # True / "deferred" (default), "immediate" or False
 
     def __init__(self) -> None:

@@ -57,6 +57,7 @@ class DBMTL(Aggregator):
     aliases = ("db_mtl",)
     stateful = True
     weighted = False
+    state_per_column = True  # grad_ema[T, n]: awloss.backward refuses representation= (columns = samples there)
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8) -> None:
         super().__init__()

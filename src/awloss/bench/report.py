@@ -1,4 +1,4 @@
-"""Aggregate bench runs: mean ± std over seeds, Δm% vs STL and vs EW, mean rank; table, CSV, JSON, PNGs."""
+"""Aggregate bench runs: mean ± std over seeds, Δm% vs STL, paired Δm% vs EW, mean rank; tables, CSV, JSON, PNGs."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from typing import Any
 from .datasets import Metric
 from .deltam import delta_m, mean_rank
 
-__all__ = ["summarise", "format_table", "write_csv", "write_json", "plot_all", "EW_NAMES"]
+__all__ = ["summarise", "format_table", "render_table", "table_cells", "write_csv", "write_json", "plot_all",
+           "EW_NAMES", "FORMATS"]
 
 EW_NAMES = ("ew", "sum", "equal", "ls")
+FORMATS = {"md": "md", "latex": "tex", "csv": "csv"}  # --format → file extension
 
 
 def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
@@ -82,36 +84,110 @@ def _fmt(ms: tuple[float, float] | None, digits: int = 3) -> str:
     return f"{mean} ± {s:.{prec}f}"
 
 
+def _paired(c: Mapping[str, Any] | None) -> tuple[str, str]:
+    if c is None or c["n"] < 2:
+        return "-", "-"
+    lo, hi = c["ci"]
+    return f"{c['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]", f"{c['p_holm']:.2g}" if c.get("p_holm") == c.get("p_holm") else "-"
+
+
+def table_cells(summary: Mapping[str, Any], metrics: Sequence[Metric], comparisons: Mapping[str, Any] | None = None,
+                quick: bool = False) -> tuple[list[str], list[list[str]]]:  # fmt: skip
+    """Header and rows of the results table (one row per method, STL first)."""
+    rows = summary["rows"]
+    comparisons = comparisons or {}
+    ew = summary.get("ew_method")
+    if quick:  # a smoke test: no ranking, the order of --methods
+        order = sorted(rows, key=lambda m: m != "STL")
+    else:
+        order = sorted(rows, key=lambda m: (m != "STL", rows[m].get("delta_m_stl", rows[m].get("delta_m_ew", (0, 0)))[0]))
+    arrows = {m.name: ("↑" if m.higher_is_better else "↓") for m in metrics}
+    head = ["method", "Δm% vs STL ↓", "Δm% vs EW, paired [95% CI] ↓", "p (Holm)", "MR ↓", "ms/step", "× EW", "seeds"]
+    head += [f"{m.name}{' [' + m.unit + ']' if m.unit else ''} {arrows[m.name]}" for m in metrics]
+    ew_ms = rows[ew]["ms_per_step"][0] if ew in rows else math.nan
+    body = []
+    for m in order:
+        r = rows[m]
+        mr = r.get("mean_rank")
+        paired, p = ("baseline", "") if m == ew else _paired(comparisons.get(m, {}).get("delta_m"))
+        ratio = r["ms_per_step"][0] / ew_ms if ew_ms == ew_ms and ew_ms > 0 else math.nan
+        cells = [m, _fmt(r.get("delta_m_stl"), 2), paired, p, "-" if mr is None or quick else f"{mr:.2f}",
+                 f"{r['ms_per_step'][0]:.1f}", "-" if ratio != ratio else f"{ratio:.2f}", str(r["seeds"])]  # fmt: skip
+        cells += [_fmt(r["metrics"][k.name]) for k in metrics]
+        body.append(cells)
+    return head, body
+
+
 def _grid(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, body)])
 
 
-def format_table(summary: Mapping[str, Any], metrics: Sequence[Metric], title: str = "") -> str:
-    """Terminal table(s): Δm% vs STL / EW, mean rank, ms/step and per-metric mean ± std."""
-    rows = summary["rows"]
-    order = sorted(rows, key=lambda m: (m != "STL", rows[m].get("delta_m_stl", rows[m].get("delta_m_ew", (0, 0)))[0]))
-    arrows = {m.name: ("↑" if m.higher_is_better else "↓") for m in metrics}
-    head = ["method", "Δm% vs STL ↓", "Δm% vs EW ↓", "MR ↓", "ms/step", "seeds"]
+def _notes(summary: Mapping[str, Any], quick: bool) -> str:
+    out = (f"Δm%: {summary['convention']}. Paired: per seed vs ew of the same seed (same data order and init), "
+           "mean over seeds, t-interval; p: paired t-test, Holm-adjusted over methods. MR: mean rank over metrics.")  # fmt: skip
+    if quick:
+        out += " --quick is a smoke test: the numbers are not meaningful and not ranked."
+    return out
+
+
+def format_table(summary: Mapping[str, Any], metrics: Sequence[Metric], title: str = "",
+                 comparisons: Mapping[str, Any] | None = None, quick: bool = False) -> str:  # fmt: skip
+    """Terminal table(s): Δm% vs STL, paired Δm% vs EW with its interval and p, MR, cost, per-metric mean ± std."""
+    head, body = table_cells(summary, metrics, comparisons, quick)
+    k = 8  # the summary columns; metrics go inline when few, else in a second block
     inline = len(metrics) <= 4
+    out = ([title] if title else [])
     if inline:
-        head += [f"{m.name} {arrows[m.name]}" for m in metrics]
-    body = []
-    for m in order:
-        r = rows[m]
-        mr = r.get("mean_rank")
-        cells = [m, _fmt(r.get("delta_m_stl"), 2), _fmt(r.get("delta_m_ew"), 2), "-" if mr is None else f"{mr:.2f}",
-                 f"{r['ms_per_step'][0]:.1f}", str(r["seeds"])]  # fmt: skip
-        if inline:
-            cells += [_fmt(r["metrics"][k.name]) for k in metrics]
-        body.append(cells)
-    out = ([title] if title else []) + [_grid(head, body)]
-    if not inline:
-        head2 = ["method"] + [f"{k.name}{' [' + k.unit + ']' if k.unit else ''} {arrows[k.name]}" for k in metrics]
-        out += ["", _grid(head2, [[m] + [_fmt(rows[m]["metrics"][k.name]) for k in metrics] for m in order])]
-    out.append(f"Δm%: {summary['convention']}. MR: mean rank over metrics among the MTL methods.")
+        out.append(_grid(head, body))
+    else:
+        out += [_grid(head[:k], [b[:k] for b in body]), "", _grid([head[0], *head[k:]], [[b[0], *b[k:]] for b in body])]
+    if comparisons and not quick and any(c["delta_m"]["n"] >= 2 for c in comparisons.values()):
+        ph = ["vs ew, per metric"] + [m.name for m in metrics]
+        pb = []
+        for m, c in comparisons.items():
+            cells = [m]
+            for k2 in metrics:
+                s = c["per_metric"].get(k2.name)
+                cells.append("-" if not s or s["n"] < 2 else f"{s['mean']:+.2f}% (p {s['p_holm']:.2g})")
+            pb.append(cells)
+        out += ["", _grid(ph, pb) + "\n(relative difference, sign-adjusted so that negative is better; Holm p)"]
+    out.append(_notes(summary, quick))
     return "\n".join(out)
+
+
+def _tex(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("×", r"$\times$")):  # fmt: skip
+        text = text.replace(a, b)
+    return text
+
+
+def render_table(fmt: str, summary: Mapping[str, Any], metrics: Sequence[Metric], title: str,
+                 comparisons: Mapping[str, Any] | None, quick: bool, verdict: str) -> str:  # fmt: skip
+    """The results table as Markdown (``md``), LaTeX (``latex``, booktabs) or ``csv``."""
+    head, body = table_cells(summary, metrics, comparisons, quick)
+    if fmt == "csv":
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(head)
+        w.writerows(body)
+        return buf.getvalue().rstrip("\n")
+    if fmt == "md":
+        lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+        return "\n".join(lines + ["", _notes(summary, quick), "", verdict])
+    if fmt == "latex":
+        lines = [r"\begin{table}[t]", r"\centering", r"\caption{" + _tex(title) + "}", r"\small",
+                 r"\begin{tabular}{l" + "r" * (len(head) - 1) + "}", r"\toprule",
+                 " & ".join(_tex(h) for h in head) + r" \\", r"\midrule"]  # fmt: skip
+        lines += [" & ".join(_tex(c) for c in row) + r" \\" for row in body]
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", "% " + _notes(summary, quick), "% " + verdict]
+        return "\n".join(lines)
+    raise ValueError(f"unknown table format {fmt!r}")
 
 
 def write_csv(path: Path, dataset: str, runs: Sequence[Mapping[str, Any]], stl_runs: Sequence[Mapping[str, Any]],
@@ -119,9 +195,7 @@ def write_csv(path: Path, dataset: str, runs: Sequence[Mapping[str, Any]], stl_r
     """Long format: one row per method × seed × metric (test split), plus Δm%, ms/step and epoch rows."""
     higher = {m.name: m.higher_is_better for m in metrics}
     stl_mean, ew = summary.get("stl_mean"), summary.get("ew_method")
-    ew_mean = None
-    if ew:
-        ew_mean = {k: summary["rows"][ew]["metrics"][k][0] for k in summary["metric_names"]}
+    ew_by_seed = {r["seed"]: r["test"] for r in runs if r["method"] == ew}  # paired: EW of the same seed
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["dataset", "method", "kind", "seed", "metric", "value", "higher_is_better", "unit"])
@@ -131,8 +205,9 @@ def write_csv(path: Path, dataset: str, runs: Sequence[Mapping[str, Any]], stl_r
                 w.writerow([dataset, r["method"], r["kind"], r["seed"], k, v, higher[k], units[k]])
             if stl_mean:
                 w.writerow([dataset, r["method"], r["kind"], r["seed"], "delta_m_stl", delta_m(r["test"], stl_mean, higher, skip_zero=True), False, "%"])
-            if ew_mean:
-                w.writerow([dataset, r["method"], r["kind"], r["seed"], "delta_m_ew", delta_m(r["test"], ew_mean, higher, skip_zero=True), False, "%"])
+            if r["seed"] in ew_by_seed:
+                dm = delta_m(r["test"], ew_by_seed[r["seed"]], higher, skip_zero=True)
+                w.writerow([dataset, r["method"], r["kind"], r["seed"], "delta_m_ew", dm, False, "%"])
             w.writerow([dataset, r["method"], r["kind"], r["seed"], "ms_per_step", r["ms_per_step"], False, "ms"])
             w.writerow([dataset, r["method"], r["kind"], r["seed"], "best_epoch", r["best_epoch"], "", ""])
         for seed, vals in stl_by_seed(stl_runs, metrics, tasks).items():
@@ -146,78 +221,13 @@ def write_json(path: Path, payload: Mapping[str, Any]) -> None:
             return o.tolist()
         return str(o)
 
-    path.write_text(json.dumps(payload, indent=1, default=default, allow_nan=True))
+    from .datasets._base import atomic_write_text
+
+    atomic_write_text(path, json.dumps(payload, indent=1, default=default, allow_nan=True))
 
 
-def plot_all(out: Path, runs: Sequence[Mapping[str, Any]], stl_runs: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
-             metrics: Sequence[Metric], tasks: Sequence[str]) -> list[Path]:  # fmt: skip
-    """weights.png (task weights over training), curves.png (validation metrics), delta_m.png."""
-    import matplotlib
+def plot_all(out: Path, res: Any) -> list[Path]:
+    """curves.png, weights.png, delta_m.png and summary.png (see :mod:`awloss.bench.plots`)."""
+    from .plots import plot_all as _plot_all
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    methods = list(dict.fromkeys(r["method"] for r in runs))
-
-    def mean_curve(rs: Sequence[Mapping[str, Any]], get) -> list[float]:
-        n = min(len(r["history"]) for r in rs)
-        return [statistics.fmean(get(r["history"][e]) for r in rs) for e in range(n)]
-
-    # 1. weights over training
-    cols = min(4, max(1, len(methods)))
-    rows_n = math.ceil(len(methods) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3 * rows_n), squeeze=False)
-    for ax, m in zip(axes.flat, methods):
-        rs = [r for r in runs if r["method"] == m]
-        for t, name in enumerate(tasks):
-            ys = mean_curve(rs, lambda h, t=t: h["weights"][t])
-            ax.plot(range(1, len(ys) + 1), ys, "o-", ms=3, label=name)
-        ax.set_title(m)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("task weight (epoch mean)")
-    for ax in list(axes.flat)[len(methods):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "weights.png")
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
-
-    # 2. validation curves, one panel per metric
-    cols = min(4, len(metrics))
-    rows_n = math.ceil(len(metrics) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3 * rows_n), squeeze=False)
-    for ax, k in zip(axes.flat, metrics):
-        for m in methods:
-            ys = mean_curve([r for r in runs if r["method"] == m], lambda h, k=k: h["val"][k.name])
-            ax.plot(range(1, len(ys) + 1), ys, "o-", ms=3, label=m)
-        stl = [r for r in stl_runs if tasks[r["task"]] == k.task]
-        if stl:
-            ys = mean_curve(stl, lambda h, k=k: h["val"][k.name])
-            ax.plot(range(1, len(ys) + 1), ys, "ko--", ms=3, label="STL")
-        ax.set_title(f"{k.name} ({'higher' if k.higher_is_better else 'lower'} is better)")
-        ax.set_xlabel("epoch")
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "curves.png")
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
-
-    # 3. Δm% bar chart
-    key = "delta_m_stl" if summary.get("stl_mean") else "delta_m_ew"
-    rows = {m: r for m, r in summary["rows"].items() if m != "STL" and key in r}
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(rows) + 2), 3.5))
-    names = sorted(rows, key=lambda m: rows[m][key][0])
-    ax.bar(names, [rows[m][key][0] for m in names], yerr=[rows[m][key][1] for m in names], capsize=3,
-           color=["tab:green" if rows[m][key][0] < 0 else "tab:red" for m in names])  # fmt: skip
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_ylabel(f"Δm% vs {'STL' if key == 'delta_m_stl' else 'EW'} (lower is better)")
-    ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    paths.append(out / "delta_m.png")
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
-    return paths
+    return _plot_all(out, res)

@@ -27,19 +27,20 @@ What the mixin does:
 * Every step, ``weight/<task>`` (and ``sigma/<task>`` when the method has σ) are logged with
   ``self.log`` (the logger writes them every ``Trainer(log_every_n_steps=…)`` steps).
 * Under ``strategy="ddp"`` the weighting syncs its losses across ranks by itself
-  (:mod:`awloss.integrations.distributed`), so every rank logs and learns the same weights.
+  (:mod:`awloss.distributed`), so every rank logs and learns the same weights.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..weighting._base import Weighting
+from ._param_groups import give_own_group, optimizers_in
 
 __all__ = ["MultiTaskMixin"]
 
@@ -55,42 +56,6 @@ def _require_lightning() -> Any:
                 "awloss.integrations.lightning needs Lightning; install with: pip install 'awloss[lightning]'"
             ) from e
     return pl
-
-
-def _optimizers(obj: Any) -> Iterator[torch.optim.Optimizer]:
-    """Every optimizer inside whatever ``configure_optimizers`` returned."""
-    if isinstance(obj, torch.optim.Optimizer):
-        yield obj
-    elif hasattr(obj, "optimizer") and isinstance(obj.optimizer, torch.optim.Optimizer):  # LightningOptimizer
-        yield obj.optimizer
-    elif isinstance(obj, Mapping):
-        for v in obj.values():
-            yield from _optimizers(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _optimizers(v)
-
-
-def _give_own_group(opt: torch.optim.Optimizer, params: list[nn.Parameter], lr: float) -> None:
-    """Put ``params`` in one group of their own in ``opt`` (``lr``, no weight decay), unless they already are."""
-    ids = {id(p) for p in params}
-    if not ids:
-        return
-    own = [g for g in opt.param_groups if g["params"] and all(id(p) in ids for p in g["params"])]
-    if {id(p) for g in own for p in g["params"]} == ids:
-        return  # the user gave them their own group(s): respect that
-    template: dict[str, Any] = {}
-    for group in opt.param_groups:
-        if any(id(p) in ids for p in group["params"]):
-            if any(opt.state.get(p) for p in group["params"] if id(p) in ids):
-                return  # already stepped (e.g. restored): leave the optimizer alone
-            template = {k: v for k, v in group.items() if k != "params"}
-            group["params"] = [p for p in group["params"] if id(p) not in ids]
-    opt.param_groups[:] = [g for g in opt.param_groups if g["params"]]
-    new = {**template, "params": list(params), "lr": lr, "weight_decay": 0.0}
-    if "initial_lr" in template:
-        new["initial_lr"] = lr
-    opt.add_param_group(new)
 
 
 class MultiTaskMixin:
@@ -159,8 +124,8 @@ class MultiTaskMixin:
         if w is None:
             return
         params = [p for p in w.parameters() if p.requires_grad]
-        for opt in _optimizers(configured):
-            _give_own_group(opt, params, self.weighting_lr)
+        for opt in optimizers_in(configured):
+            give_own_group(opt, params, self.weighting_lr)
 
     def weigh(self, losses: Any) -> Tensor:
         """Weigh ``losses`` with the module's weighting and log the weights; returns the scalar to optimise."""

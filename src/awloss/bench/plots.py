@@ -1,0 +1,197 @@
+"""The bench's figures (matplotlib, Agg): validation curves, task weights, Δm% bars and ``summary.png``.
+
+Every panel: integer epoch ticks, plain tick labels (no offset notation), "validation" and units on the
+axes, the mean over seeds with a band (min to max over seeds), one legend for the figure, and a title
+naming the dataset, seeds and epochs (and "smoke test" under ``--quick``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_all"]
+
+DPI = 100
+
+
+def _setup() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plain(ax: Any, *, x_epochs: bool = True) -> None:
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    if x_epochs:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+    if ax.get_yscale() == "linear":
+        fmt = ScalarFormatter(useOffset=False)
+        fmt.set_scientific(False)
+        ax.yaxis.set_major_formatter(fmt)
+    ax.grid(True, alpha=0.3)
+
+
+def _curve(rs: Sequence[Mapping[str, Any]], get: Callable[[Mapping[str, Any]], float]) -> tuple[list[int], list[float], list[float], list[float]]:  # noqa: E501
+    """Epochs, mean, min and max over the runs ``rs`` of ``get(history[e])``."""
+    n = min(len(r["history"]) for r in rs)
+    xs, mean, lo, hi = [], [], [], []
+    for e in range(n):
+        vals = [get(r["history"][e]) for r in rs]
+        vals = [v for v in vals if v is not None and math.isfinite(v)]
+        if not vals:
+            continue
+        xs.append(rs[0]["history"][e]["epoch"])
+        mean.append(sum(vals) / len(vals))
+        lo.append(min(vals))
+        hi.append(max(vals))
+    return xs, mean, lo, hi
+
+
+def _draw(ax: Any, rs: Sequence[Mapping[str, Any]], get: Callable, **kw: Any) -> Any:
+    xs, mean, lo, hi = _curve(rs, get)
+    (line,) = ax.plot(xs, mean, marker="o", ms=3, lw=1.4, **kw)
+    if len(rs) > 1:
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+    return line
+
+
+def _xlim(ax: Any, epochs: int) -> None:
+    ax.set_xlim(0.5, max(epochs, 1) + 0.5)
+
+
+def _legend(fig: Any, handles: Sequence[Any], labels: Sequence[str], title: str | None = None) -> None:
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), frameon=False, title=title,
+                   bbox_to_anchor=(0.5, 0.0), fontsize=9)  # fmt: skip
+
+
+def _finish(fig: Any, plt: Any, path: Path, title: str, legend_rows: int) -> Path:
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * legend_rows, 1, 0.95))
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_all(out: Path, res: Any) -> list[Path]:
+    """Write ``curves.png``, ``weights.png``, ``delta_m.png`` and ``summary.png`` of ``res`` (a Results) to ``out``."""
+    plt = _setup()
+    runs, stl_runs, metrics, tasks = res.runs, res.stl_runs, res.metrics, res.tasks
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    cfg = res.payload.get("config", {})
+    epochs = int(cfg.get("train", {}).get("epochs", max(len(r["history"]) for r in runs)))
+    seeds = len(cfg.get("seeds", [])) or len({r["seed"] for r in runs})
+    smoke = "SMOKE TEST (--quick), not meaningful: " if res.quick else ""
+    band = ", band: min to max over seeds" if seeds > 1 else ""
+    base_title = f"{smoke}{res.dataset}, {seeds} seed{'s' * (seeds != 1)}, {epochs} epoch{'s' * (epochs != 1)}"
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    paths = []
+
+    # 1. validation curves, one panel per metric
+    cols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.3 * nrows), squeeze=False)
+    handles: dict[str, Any] = {}
+    for ax, k in zip(axes.flat, metrics):
+        for m in methods:
+            handles[m] = _draw(ax, [r for r in runs if r["method"] == m], lambda h, k=k: h["val"][k.name], color=colors[m])
+        stl = [r for r in stl_runs if tasks[r["task"]] == k.task]
+        if stl:
+            handles["STL (single-task)"] = _draw(ax, stl, lambda h, k=k: h["val"][k.name], color="k", ls="--")
+        unit = f" [{k.unit}]" if k.unit else ""
+        ax.set_title(f"{k.name} ({'higher' if k.higher_is_better else 'lower'} is better)", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation {k.name}{unit}")
+        _xlim(ax, epochs)
+        _plain(ax)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    _legend(fig, list(handles.values()), list(handles))
+    paths.append(_finish(fig, plt, out / "curves.png", f"Validation metrics per epoch: {base_title}{band}",
+                         math.ceil(len(handles) / 8)))  # fmt: skip
+
+    # 2. task weights over training, one panel per method (log axis when they span decades)
+    cols = min(3, max(1, len(methods)))
+    nrows = math.ceil(len(methods) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.1 * nrows), squeeze=False)
+    handles = {}
+    for ax, m in zip(axes.flat, methods):
+        rs = [r for r in runs if r["method"] == m]
+        vals = [w for r in rs for h in r["history"] for w in h["weights"]]
+        pos = [v for v in vals if v > 0 and math.isfinite(v)]
+        log = len(pos) == len(vals) and pos and max(pos) / min(pos) > 100
+        for t, name in enumerate(tasks):
+            handles[name] = _draw(ax, rs, lambda h, t=t: h["weights"][t], color=f"C{t % 10}")
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(m + (" (log scale)" if log else ""), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("task weight (mean over the epoch)")
+        _xlim(ax, epochs)
+        _plain(ax)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    _legend(fig, list(handles.values()), list(handles), title="task")
+    paths.append(_finish(fig, plt, out / "weights.png", f"Task weights during training: {base_title}{band}",
+                         1 + math.ceil(len(handles) / 8)))  # fmt: skip
+
+    rows = res.summary["rows"]
+    # 3. Δm% vs STL (or vs EW without STL) per method, mean ± std over seeds
+    key = "delta_m_stl" if res.summary.get("stl_mean") else "delta_m_ew"
+    bars = {m: r for m, r in rows.items() if m != "STL" and key in r and math.isfinite(r[key][0])}
+    if bars:
+        fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(bars) + 2.5), 3.8))
+        names = list(bars) if res.quick else sorted(bars, key=lambda m: bars[m][key][0])
+        ax.bar(names, [bars[m][key][0] for m in names], yerr=[bars[m][key][1] for m in names], capsize=3,
+               color=["tab:green" if bars[m][key][0] < 0 else "tab:red" for m in names])  # fmt: skip
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_ylabel(f"test Δm% vs {'STL' if key == 'delta_m_stl' else 'EW'} [%] (lower is better)")
+        ax.set_xlabel("method")
+        ax.tick_params(axis="x", rotation=30)
+        _plain(ax, x_epochs=False)
+        ax.grid(False, axis="x")
+        paths.append(_finish(fig, plt, out / "delta_m.png", f"{base_title}\nerror bars: std over seeds", 0))
+
+    # 4. summary: Δm% vs EW (paired, 95% CI) against the cost per step, the recommendation marked
+    ew = res.summary.get("ew_method")
+    if ew in rows:
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        ew_ms = rows[ew]["ms_per_step"][0]
+        rec = res.verdict.get("method")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.plot([ew_ms], [0.0], "s", color="k", ms=7)
+        ax.annotate(ew + " (baseline)", (ew_ms, 0.0), textcoords="offset points", xytext=(6, 6), fontsize=9)
+        for m, c in res.comparisons.items():
+            s = c["delta_m"]
+            if m not in rows or not math.isfinite(s["mean"]):
+                continue
+            x = rows[m]["ms_per_step"][0]
+            lo, hi = s["ci"] if s["n"] >= 2 else (s["mean"], s["mean"])
+            ax.errorbar([x], [s["mean"]], yerr=[[s["mean"] - lo], [hi - s["mean"]]], fmt="o", color=colors.get(m, "C0"),
+                        capsize=3, ms=6)  # fmt: skip
+            ax.annotate(m, (x, s["mean"]), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        if rec and rec != ew and rec in res.comparisons:
+            s = res.comparisons[rec]["delta_m"]
+            ax.plot([rows[rec]["ms_per_step"][0]], [s["mean"]], marker="*", color="gold", mec="k", ms=18, ls="none",
+                    label=f"recommended: {rec}", zorder=5)  # fmt: skip
+        elif rec == ew:
+            ax.plot([ew_ms], [0.0], marker="*", color="gold", mec="k", ms=18, ls="none",
+                    label=f"recommended: {ew} (no method beats it beyond noise)", zorder=5)  # fmt: skip
+        ax.set_xlabel("median time per training step [ms] (this machine)")
+        ax.set_ylabel("test Δm% vs EW, paired by seed [%]\n(lower is better)")
+        ci = "95% CI over seeds" if seeds > 1 else "one seed: no interval"
+        lo_x, hi_x = ax.get_xlim()
+        ax.set_xlim(min(lo_x, 0), hi_x * 1.15)
+        _plain(ax, x_epochs=False)
+        if rec:
+            ax.legend(loc="best", fontsize=9)
+        verdict = "smoke test, nothing recommended" if res.quick else (f"recommended: {rec}" if rec else "no recommendation")
+        paths.append(_finish(fig, plt, out / "summary.png", f"{base_title}\nerror bars: {ci}; {verdict}", 0))
+    return paths

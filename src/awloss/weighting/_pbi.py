@@ -1,0 +1,115 @@
+"""``PBI``: penalty-based boundary intersection scalarisation (MOEA/D)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import torch
+from torch import Tensor
+
+from .._inputs import check_positive
+from .._registry import register
+from ._base import Weighting
+from ._helpers import as_weight_vector
+
+__all__ = ["PBI"]
+
+_EPSILON = 1e-12  # under the square root of d2, as TorchJD: keeps the gradient finite on the preference ray
+
+
+@register
+class PBI(Weighting):
+    r"""Penalty-based boundary intersection: progress along a preference ray plus a penalty for leaving it.
+
+    The losses, shifted by a reference point, are split into their length :math:`d_1` along the preference
+    direction and their distance :math:`d_2` to it; minimising :math:`d_1 + \theta d_2` drives the losses
+    down while keeping their ratios close to the preference. Sweeping the preference (e.g. Dirichlet
+    draws) traces a Pareto front, including its non-convex parts, which a weighted sum cannot reach.
+
+    .. math::
+        d_1 = (L - z^*)^\top \hat r, \qquad d_2 = \sqrt{\|(L - z^*) - d_1 \hat r\|^2 + \epsilon}, \qquad
+        \mathcal L = d_1 + \theta\, d_2
+
+    where:
+        - :math:`\hat r = r / \|r\|` is the normalised preference (``weights``), :math:`z^*` the reference;
+        - :math:`\epsilon = 10^{-12}` keeps the gradient finite on the ray; the weights
+          :math:`w = \partial\mathcal L/\partial L = \hat r + \theta\,(L - z^* - d_1\hat r)/d_2`
+          can be negative (a task above its share is pushed back);
+        - an absent task (``None``) is left out: its preference and shifted loss count as 0 (weight 0), so
+          the other tasks are decomposed along the ray of their own preferences.
+
+    Args:
+        theta: penalty :math:`\theta \ge 0` on the distance to the ray; ``0`` is a weighted sum with
+            weights :math:`\hat r`. Default ``5.0`` (the paper's experiments; TorchJD has no default).
+        weights: the preference vector :math:`r`, one value ``>= 0`` per task, not all 0 (required).
+            Stored as the buffer ``preference`` (``.weights`` holds the last call's coefficients); assign
+            ``pbi.preference.copy_(new)`` between calls to move along the front.
+        reference: the ideal point :math:`z^*`, one value per task, a lower bound on the losses; default
+            ``None``: the origin (non-negative losses).
+        task_names: optional task names.
+
+    Example:
+        >>> import torch, awloss
+        >>> pbi = awloss.PBI(theta=5.0, weights=[1.0, 1.0])
+        >>> pbi(torch.tensor([1.0, 3.0]))
+        tensor(9.8995)
+        >>> pbi.weights
+        tensor([-2.8284,  4.2426])
+
+    References:
+        Zhang & Li, "MOEA/D: A Multiobjective Evolutionary Algorithm Based on Decomposition", IEEE TEC 11(6),
+        2007, https://ieeexplore.ieee.org/document/4358754 (Sec. II-C).
+
+    Note:
+        Same objective as TorchJD's ``torchjd.scalarization.PBI`` (including its ``1e-12`` under the root);
+        the preference is a buffer here (it follows ``.to()`` and ``state_dict``) and ``.weights`` reports
+        the analytic gradient, which TorchJD does not expose.
+    """
+
+    name = "pbi"
+    permutation_equivariant = False  # each position has its own preference
+    signed_weights = True  # ∂L/∂L_i < 0 for a task past its share of the preference (the method's intent)
+
+    def __init__(self, theta: float = 5.0, weights: Sequence[float] | Tensor | None = None,
+                 reference: Sequence[float] | Tensor | None = None, *,
+                 task_names: Sequence[str] | None = None) -> None:
+        if weights is None:
+            raise TypeError("Parameter `weights` (the preference vector, one value per task) is required.")
+        r = as_weight_vector("weights", weights)
+        if isinstance(weights, Tensor) and weights.is_floating_point():  # keep a float64 preference exact
+            r = weights.detach().reshape(-1).to("cpu", torch.promote_types(weights.dtype, r.dtype))
+        if not bool((r >= 0).all()) or not bool((r > 0).any()):
+            raise ValueError(f"Parameter `weights` must be >= 0 with at least one > 0, got {r.tolist()!r}.")
+        super().__init__(r.numel(), task_names=task_names)
+        self.theta = check_positive("theta", theta, strict=False)
+        self.register_buffer("preference", r.clone())
+        z = None if reference is None else as_weight_vector("reference", reference, r.numel())
+        if isinstance(reference, Tensor) and reference.is_floating_point() and reference.numel() == r.numel():
+            z = reference.detach().reshape(-1).to("cpu", torch.promote_types(reference.dtype, z.dtype))
+        self.register_buffer("reference", z)
+
+    @classmethod
+    def _make_example(cls, num_tasks: int) -> PBI:
+        return cls(weights=torch.linspace(1.0, 0.5, num_tasks) if num_tasks > 1 else [1.0])
+
+    def _initial_weights(self) -> Tensor:
+        return self.preference / self.preference.norm()
+
+    def forward(self, losses: Tensor) -> Tensor:
+        dtype = torch.promote_types(losses.dtype, self.preference.dtype)
+        f = losses.to(dtype)
+        r = self.preference.to(dtype)
+        if self.reference is not None:
+            f = f - self.reference.to(dtype)
+        absent = getattr(self, "_absent", ())  # tasks given as None in this call (host-side indices)
+        if absent:
+            idx = torch.tensor(absent, dtype=torch.long, device=f.device)
+            f, r = f.index_fill(0, idx, 0.0), r.index_fill(0, idx, 0.0)
+        r = r / r.norm().clamp_min(torch.finfo(dtype).tiny)
+        d1 = f @ r
+        perp = f - d1 * r
+        d2 = torch.sqrt(perp @ perp + _EPSILON)
+        self._set_weights(r + self.theta * perp.detach() / d2.detach())
+        return d1 + self.theta * d2
+
+    def extra_repr(self) -> str:
+        return f"theta={self.theta}, weights={[round(v, 6) for v in self.preference.tolist()]}"

@@ -1,0 +1,128 @@
+"""What ``awloss.backward`` guarantees for every registered aggregator (a new one joins automatically)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+import awloss
+from awloss.aggregation import Aggregator
+
+AGGREGATORS = awloss.available("aggregator")
+T = 3
+
+
+def make(name: str) -> Aggregator:
+    return awloss.get_class(name)._make_example(T)
+
+
+def _model(dtype=torch.float64):
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Linear(4, 5), nn.Tanh()).to(dtype)
+    heads = nn.ModuleList(nn.Linear(5, 1) for _ in range(T)).to(dtype)
+    xs = [torch.randn(8, 4, dtype=dtype) for _ in range(3)]
+    return trunk, heads, xs
+
+
+def _step(agg, trunk, heads, x, **kw):
+    """One ``awloss.backward`` call from zero ``.grad``; returns the trunk's ``.grad`` and the weights."""
+    trunk.zero_grad()
+    heads.zero_grad()
+    f = trunk(x)
+    losses = [(h(f).squeeze(-1) - i).pow(2).mean() for i, h in enumerate(heads)]
+    torch.manual_seed(7)  # the random methods draw the same numbers in both runs
+    w = awloss.backward(losses, trunk.parameters(), agg, **kw)
+    return torch.cat([p.grad.reshape(-1) for p in trunk.parameters()]).clone(), w
+
+
+def _copy(agg, how):
+    if how == "pickle":
+        return pickle.loads(pickle.dumps(agg))
+    if how == "deepcopy":
+        return copy.deepcopy(agg)
+    buf = io.BytesIO()
+    torch.save(agg, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "torch.save"])
+@pytest.mark.parametrize("calls_before", [0, 1])
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_a_copy_taken_before_or_after_a_call_continues_like_the_original(name, calls_before, how):
+    """Issue 11 §3: the Jacobian buffers cached by ``backward`` once travelled with the aggregator; the copy's
+    buffer lost its aliasing with the cached views and every later update of the copy was exactly 0."""
+    trunk, heads, xs = _model()
+    agg = make(name)
+    for x in xs[:calls_before]:
+        _step(agg, trunk, heads, x)
+    twin = _copy(agg, how)
+    for x in xs:
+        g_ref, w_ref = _step(agg, trunk, heads, x)
+        g, w = _step(twin, trunk, heads, x)
+        assert g.abs().sum() > 0, f"{name}: the copy's update is 0"
+        torch.testing.assert_close(g, g_ref, rtol=0, atol=0)
+        if w_ref is not None:
+            torch.testing.assert_close(w, w_ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_pickled_state_holds_no_jacobian_buffer(name):
+    trunk, heads, xs = _model()
+    agg = make(name)
+    _step(agg, trunk, heads, xs[0])
+    assert not any(isinstance(v, dict) and any(isinstance(k, tuple) for k in v) for v in vars(agg).values())
+    n_params = sum(p.numel() for p in trunk.parameters())
+    big = [v for v in vars(pickle.loads(pickle.dumps(agg))).values() if isinstance(v, torch.Tensor)]
+    assert all(v.numel() < T * n_params for v in big)
+
+
+def _jacobian(losses, params):
+    rows = []
+    for L in losses:
+        if L is None:
+            rows.append(torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype))
+            continue
+        gs = torch.autograd.grad(L, params, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, gs)]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("method", ["loop", "batched", "representation"])
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_an_absent_task_reaches_the_aggregator_as_a_zero_row(name, method):
+    """``None`` (task absent from the batch) is a zero row of the Jacobian; its head gets no gradient."""
+    trunk, heads, xs = _model()
+    f = trunk(xs[0])
+    losses = [(h(f).squeeze(-1) - i).pow(2).mean() for i, h in enumerate(heads)]
+    losses[1] = None
+    agg, ref = make(name), make(name)
+    shared = list(trunk.parameters())
+    rep = method == "representation"
+    if rep and agg.state_per_column:
+        with pytest.raises(ValueError, match="representation="):
+            awloss.backward(losses, shared, agg, representation=f)
+        return
+    log = type(agg).transform_items is not Aggregator.transform_items
+    rows = [None if L is None else (torch.log(L + agg.eps) if log else L) for L in losses]
+    J = _jacobian(rows, [f] if rep else shared)
+    torch.manual_seed(7)
+    expected = ref(J)
+    if rep:
+        expected = torch.autograd.grad(f, shared, expected.view(f.shape), retain_graph=True)
+        expected = torch.cat([g.reshape(-1) for g in expected])
+    head0 = torch.autograd.grad(sum(r for r in rows if r is not None), heads[0].weight, retain_graph=True)[0]
+    torch.manual_seed(7)
+    kw = {"representation": f} if rep else {"method": method}
+    w = awloss.backward({"a": losses[0], "b": None, "c": losses[2]}, shared, agg, **kw)
+    got = torch.cat([p.grad.reshape(-1) for p in shared])
+    torch.testing.assert_close(got, expected)
+    if ref.weighted:
+        torch.testing.assert_close(w, ref.weights)
+    assert heads[1].weight.grad is None and heads[0].weight.grad is not None
+    torch.testing.assert_close(heads[0].weight.grad, head0)
