@@ -466,17 +466,13 @@ def backward(
     if not L.requires_grad:
         raise ValueError("Argument `losses` does not require grad: none of the losses depends on a parameter.")
     mode = _checks.check_mode(aggregator)
-    if mode is not None:  # the previous step's flags, then this step's loss check (read at the next step)
-        _checks.poll(aggregator)
-        Ld = L.detach()
-        _checks.push(aggregator, torch.isfinite(Ld.sum()), lambda m: _report_losses(Ld), mode)
-    aggregator.__dict__["_in_step"] = True  # the aggregator does not poll again in this step
-    try:
+    with _checks.step(aggregator):  # the previous step's flags are read once, here
+        if mode is not None:  # the losses' check, read at the next step
+            Ld = L.detach()
+            _checks.push(aggregator, Ld.sum(), lambda m: _report_losses(Ld), mode)
         return _backward(
             items, L, shared_params, aggregator, representation, task_params, retain_graph, method, scaler, mode
         )
-    finally:
-        aggregator.__dict__["_in_step"] = False
 
 
 def _report_sum_grad(_: Any) -> None:
@@ -554,7 +550,7 @@ def _backward(
             w = aggregator.weights_from_gramian(flat.new_zeros(T, T)).to(flat.dtype)  # constant weights, G unused
             aggregator._set_weights(w)
             if mode is not None:
-                _checks.push(aggregator, torch.isfinite(flat.sum()), _report_sum_grad, mode)
+                _checks.push(aggregator, flat.sum(), _report_sum_grad, mode)
             update = flat * w[0]
             off = 0
             for p, u in zip(shared, used):

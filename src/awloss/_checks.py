@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_mode", "push", "poll", "clear", "pending_flags", "host_reads_are_free", "strict_host_reads"]
+__all__ = ["check_mode", "step", "push", "poll", "clear", "pending_flags", "host_reads_are_free", "strict_host_reads"]
 
 MODES = ("deferred", "immediate")
 _MAX_OUTSTANDING = 8  # more pending CUDA flags than this: wait for the oldest (the device is far behind)
@@ -69,6 +70,33 @@ class _Pending:
 
 
 _PENDING: weakref.WeakKeyDictionary[Any, list[_Pending]] = weakref.WeakKeyDictionary()
+_LOCAL = threading.local()  # .active: the modules whose call is in progress, outermost first
+
+
+def _active() -> list[Any]:
+    active = getattr(_LOCAL, "active", None)
+    if active is None:
+        active = _LOCAL.active = []
+    return active
+
+
+@contextlib.contextmanager
+def step(module: Any) -> Iterator[None]:
+    """One call of ``module`` (a step of :func:`awloss.backward`, an aggregator's call): the outermost
+    polls the earlier flags once; the checks of nested modules (an aggregator inside another, or inside
+    ``awloss.backward``) are recorded on the outermost one, so that one read covers the whole step."""
+    active = _active()
+    if not active and not torch.compiler.is_compiling():
+        poll(module)
+    active.append(module)
+    try:
+        yield
+    finally:
+        active.pop()
+
+
+def _on(ref: Any, report: Callable[[Any], None]) -> Callable[[Any], None]:
+    return lambda _owner: report(ref())
 
 
 def check_mode(module: Any) -> str | None:
@@ -110,6 +138,9 @@ def push(module: Any, flag: Tensor, report: Callable[[Any], None], mode: str) ->
     """
     if flag.device.type == "meta":
         return
+    active = _active()
+    if active and active[0] is not module:  # a nested module: its check is read with the outer call's
+        report, module = _on(weakref.ref(module), report), active[0]
     if mode == "immediate":
         if not _fine(flag):
             report(module)

@@ -55,11 +55,11 @@ class Aggregator(nn.Module):
     def __call__(self, jacobian: Tensor) -> Tensor:  # type: ignore[override]
         """Aggregate ``jacobian`` (``Tensor[T, ...]``, one row per task) into one update ``Tensor[...]``."""
         J = self._validate_jacobian(jacobian)
-        self._poll_checks()
-        self._checks = []
-        J2 = J.reshape(J.shape[0], -1)
-        out = super().__call__(J2)
-        self._run_checks(lambda: torch.isfinite(J2.sum(dim=1)))  # NaN/inf anywhere in a row shows in its sum
+        with _checks.step(self):  # reads the earlier calls' flags (unless nested in awloss.backward)
+            self._checks = []
+            J2 = J.reshape(J.shape[0], -1)
+            out = super().__call__(J2)
+            self._run_checks(lambda: torch.isfinite(J2.sum(dim=1)))  # NaN/inf anywhere in a row shows in its sum
         return out.reshape(J.shape[1:])
 
     def forward(self, jacobian: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -137,11 +137,6 @@ class Aggregator(nn.Module):
         """Raise now if a check of an earlier call failed (waits for the device; see ``check``)."""
         _checks.poll(self, wait=True)
 
-    def _poll_checks(self) -> None:
-        """Read the earlier calls' flags (not inside :func:`awloss.backward`, which polls once per step)."""
-        if not self.__dict__.get("_in_step", False) and not torch.compiler.is_compiling():
-            _checks.poll(self)
-
     def _run_checks(self, row_finite: Any) -> None:
         """``row_finite()`` (per task: its gradient is finite) and the solvers' flags, as one device flag."""
         checks, self._checks = self._checks, []
@@ -206,10 +201,10 @@ class GramianAggregator(Aggregator):
             raise ValueError(f"Argument `gramian` must be a square Tensor[T, T], got {shape}.")
         if not gramian.is_floating_point() or gramian.shape[0] == 0:
             raise ValueError(f"Argument `gramian` must be a non-empty floating point matrix, got {gramian.dtype}.")
-        self._poll_checks()
-        self._checks = []
-        w = self._weights_of(gramian)
-        self._run_checks(lambda: torch.isfinite(gramian.diagonal()) & torch.isfinite(gramian).all(dim=1))
+        with _checks.step(self):
+            self._checks = []
+            w = self._weights_of(gramian)
+            self._run_checks(lambda: torch.isfinite(gramian.diagonal()) & torch.isfinite(gramian).all(dim=1))
         return w
 
     def _weights_of(self, G: Tensor) -> Tensor:

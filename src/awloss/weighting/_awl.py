@@ -141,7 +141,7 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             self._warned.add(key)
             warnings.warn(message, UserWarning, stacklevel=_seed.user_stacklevel())
 
-    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
+    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True, **options: Any) -> Tensor:
         num, k = self.num_tasks, _seed.count(losses)
         assert num is not None
         given = None
@@ -154,7 +154,7 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             )
             losses, given = _seed.pad(losses, num), k
         try:
-            vec = super()._loss_vector(losses, sync=sync)
+            vec = super()._loss_vector(losses, sync=sync, **options)
         except (TypeError, ValueError) as error:
             raise _seed.explain(error, losses, num) from None
         self.__dict__["_given"] = given
