@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_mode", "step", "push", "poll", "clear", "pending_flags", "host_reads_are_free", "strict_host_reads"]
+__all__ = ["check_mode", "clear", "host_reads_are_free", "pending_flags", "poll", "push", "step", "strict_host_reads"]
 
 MODES = ("deferred", "immediate")
 _MAX_OUTSTANDING = 8  # more pending CUDA flags than this: wait for the oldest (the device is far behind)
@@ -63,7 +63,7 @@ def strict_host_reads() -> Iterator[None]:
 
 
 class _Pending:
-    __slots__ = ("flag", "host", "event", "reports")
+    __slots__ = ("event", "flag", "host", "reports")
 
     def __init__(self, flag: Tensor, host: Tensor | None, event: Any, report: Callable[[Any], None]) -> None:
         self.flag, self.host, self.event, self.reports = flag, host, event, [report]

@@ -80,3 +80,19 @@ def test_the_counted_call_still_checks(key):
     w(bad)
     with pytest.raises(ValueError, match=r"`losses\[3\]` must be finite, got nan"):
         w(good)
+
+
+def test_the_overhead_benchmark_reports_op_counts_on_every_workload(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "overhead.py"
+    spec = importlib.util.spec_from_file_location("awloss_overhead", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.main(["--rounds", "1", "--steps", "1", "--tasks", "3", "--methods", "sum", "uw",
+                     "--workloads", "mlp", "conv", "transformer", "--batch", "8"])
+    assert {r["workload"] for r in rows} == {"mlp", "conv", "transformer"}
+    for r in rows:
+        assert r["ratio"] > 0 and 0 <= r["extra_ops"] < 40, r
+    assert "+ops" in capsys.readouterr().out
