@@ -43,6 +43,8 @@ TORCHJD = {  # our registry name -> TorchJD aggregator factory (T -> aggregator)
     "config": lambda T, A: A.ConFIG(),
     "grad_constant": lambda T, A: A.Constant(torch.linspace(1.0, 0.1, T) if T > 1 else torch.tensor([0.5])),
     "grad_random": lambda T, A: A.Random(),
+    "fairgrad": lambda T, A: A.FairGrad(alpha=1.0),
+    "pcd": lambda T, A: A.PCD(),
     "cr_mogm": lambda T, A: A.GramianWeightedAggregator(A.CRMOGMWeighting(A.MGDAWeighting())),
     "trimmed_mean": lambda T, A: A.TrimmedMean(1 if T >= 3 else 0),
     "krum": lambda T, A: A.Krum(1 if T >= 4 else 0, 1) if T >= 3 else None,  # TorchJD needs T >= f + 3

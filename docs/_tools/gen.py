@@ -101,6 +101,12 @@ NOTES: dict[str, tuple[str, str, str]] = {
     "trimmed_mean": ("Yin et al., ICML 2018", "https://proceedings.mlr.press/v80/yin18a.html",
                      "A few rows may be outliers or corrupted (federated workers); robust per coordinate. "
                      "Not an MTL method: with few tasks it discards most of the information."),
+    "fairgrad": ("Ban & Ji, ICML 2024", "https://arxiv.org/abs/2402.15638",
+                 "Conflicting tasks with a chosen fairness: α = 1 is Nash-MTL's equation, larger α favours the "
+                 "worst-off task. Conflict-free; one Newton solve per step."),
+    "pcd": ("Varam et al., TMLR 2026", "https://openreview.net/forum?id=HT01yGHLEt",
+            "One main task (row 0) and auxiliary tasks that must still make a little progress (τ); "
+            "the update follows the main task otherwise."),
     "cr_mogm": ("Zhou et al., NeurIPS 2022", "",
                 "Smooths the noisy per-batch weights of MGDA-style methods (stochastic bias); costs what the "
                 "wrapped method costs."),

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from . import _checks
 from ._inputs import _split, as_loss_vector
 from .aggregation._base import Aggregator, GramianAggregator
-from .distributed import all_reduce_mean, all_reduce_mean_many, is_distributed
+from .distributed import fsdp_backward, is_distributed, is_sharded, reduce_jacobian, sync_task_losses
 
 __all__ = ["backward"]
 
@@ -461,17 +461,27 @@ def backward(
         raise TypeError(f"Argument `aggregator` must be an awloss Aggregator, got {type(aggregator).__name__}.")
     if method not in ("auto", "batched", "loop"):
         raise ValueError(f"Argument `method` must be 'auto', 'batched' or 'loop', got {method!r}.")
-    items, _ = _split((losses,))
+    items, names = _split((losses,))
     L, _ = as_loss_vector((losses,), num_tasks=None, task_names=None)  # validation only
-    if not L.requires_grad:
+    distributed = is_distributed()
+    if not L.requires_grad and not distributed:  # under DDP: checked on every rank together (sync_task_losses)
         raise ValueError("Argument `losses` does not require grad: none of the losses depends on a parameter.")
     mode = _checks.check_mode(aggregator)
-    with _checks.step(aggregator):  # the previous step's flags are read once, here
-        if mode is not None:  # the losses' check, read at the next step
+    with _checks.step(aggregator, read=not distributed):  # the previous step's flags are read once, here
+        error = None
+        if distributed:  # an error (this step's or a deferred one) travels with the header collective
+            try:
+                _checks.poll(aggregator)
+                if mode is not None:  # under DDP the header is read on the host anyway: check now
+                    _report_losses(aggregator, L.detach(), names)
+            except Exception as e:  # raised on every rank by sync_task_losses
+                error = e
+        elif mode is not None:  # the losses' check, a device flag read at the next step
             Ld = L.detach()
-            _checks.push(aggregator, Ld.sum(), lambda m: _report_losses(Ld), mode)
+            _checks.push(aggregator, Ld.sum(), lambda m: _report_losses(m, Ld, names), mode)
         return _backward(
-            items, L, shared_params, aggregator, representation, task_params, retain_graph, method, scaler, mode
+            items, names, error, L, distributed, shared_params, aggregator, representation, task_params,
+            retain_graph, method, scaler, mode,
         )
 
 
@@ -479,16 +489,20 @@ def _report_sum_grad(_: Any) -> None:
     raise ValueError("The gradient of the sum of the losses contains NaN or inf (or overflows float).")
 
 
-def _report_losses(L: Tensor) -> None:
+def _report_losses(_: Any, L: Tensor, names: Any) -> None:
     finite = torch.isfinite(L)
     if not bool(finite.all()):
         i = int((~finite).nonzero()[0, 0])
-        raise ValueError(f"Loss `losses[{i}]` must be finite, got {L[i].item()}.")
+        label = f"`{names[i]}`" if names else f"`losses[{i}]`"
+        raise ValueError(f"Loss {label} must be finite, got {L[i].item()}.")
 
 
-def _backward(
+def _backward(  # noqa: PLR0913 - the body of backward() after its checks
     items: list[Any],
+    names: Any,
+    error: BaseException | None,
     L: Tensor,
+    distributed: bool,
     shared_params: Any,
     aggregator: Aggregator,
     representation: Tensor | None,
@@ -505,10 +519,8 @@ def _backward(
         zero = L.new_zeros(()) * L.sum()
         items = [zero if x is None else x for x in items]
     items = [x if x.dtype == L.dtype else x.to(L.dtype) for x in items]
-    distributed = is_distributed()
-    if distributed:  # loss values of the global batch, gradient paths local (e.g. for DB-MTL's log)
-        values = all_reduce_mean(torch.stack([x.detach() for x in items]))
-        items = [v + (x - x.detach()) for v, x in zip(values.unbind(0), items)]
+    if distributed:  # loss values of the global batch, gradient paths local (e.g. for DB-MTL's log); a rank's
+        items = sync_task_losses(items, names, error)  # error, or ranks that disagree, raise on every rank
     items = aggregator.transform_items(items)
     T = len(items)
     scale = None
@@ -529,6 +541,8 @@ def _backward(
                 "Pass the shared parameters without `representation=`."
             )
         exclude.add(id(representation))
+    if is_sharded(shared):  # FSDP2: the Gramian from the shards (awloss.distributed)
+        return fsdp_backward(items, shared, aggregator, retain_graph, representation=representation, scale=scale)
     uniform = getattr(aggregator, "_uniform", False) and scale is None  # update = c·∇ΣLᵢ: one backward pass
     if not (uniform and representation is None and task_params is None and not distributed):
         method = _resolve_method(method, items, representation)
@@ -570,15 +584,12 @@ def _backward(
         return None if overflow else aggregator._weights
     if representation is None:
         blocks, head_grads = _task_grads(items, shared, heads, retain_graph, method, cache)
+        if distributed:  # the Jacobian of the global batch and the heads' mean gradients, one layout, one collective
+            blocks, head_grads = reduce_jacobian(blocks, head_grads, shared, heads, T)
         used = [(p, b) for p, b in zip(shared, blocks) if b is not None]
         if not used:
             raise ValueError("No parameter in `shared_params` is used by the losses.")
         jac = [b for _, b in used]
-        if distributed:  # the Jacobian of the global batch and the heads' mean gradients, one collective
-            kept = [g for g in head_grads if g is not None]
-            reduced = all_reduce_mean_many(jac + kept)
-            jac, it = reduced[: len(jac)], iter(reduced[len(jac) :])
-            head_grads = [None if g is None else next(it) for g in head_grads]
         updates, overflow = _aggregate_scaled(aggregator, jac, T, scale)
         for (p, _), u in zip(used, updates):
             _accumulate(p, u)

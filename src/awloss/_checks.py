@@ -81,12 +81,13 @@ def _active() -> list[Any]:
 
 
 @contextlib.contextmanager
-def step(module: Any) -> Iterator[None]:
+def step(module: Any, *, read: bool = True) -> Iterator[None]:
     """One call of ``module`` (a step of :func:`awloss.backward`, an aggregator's call): the outermost
-    polls the earlier flags once; the checks of nested modules (an aggregator inside another, or inside
-    ``awloss.backward``) are recorded on the outermost one, so that one read covers the whole step."""
+    polls the earlier flags once (unless ``read`` is false: the caller polls itself, e.g. under DDP); the
+    checks of nested modules (an aggregator inside another, or inside ``awloss.backward``) are recorded
+    on the outermost one, so that one read covers the whole step."""
     active = _active()
-    if not active and not torch.compiler.is_compiling():
+    if not active and read and not torch.compiler.is_compiling():
         poll(module)
     active.append(module)
     try:

@@ -26,11 +26,35 @@ Gradient-level methods need the *global* Jacobian: ``awloss.backward`` all-reduc
 of the shared parameters (and the heads' gradients) with :func:`all_reduce_mean_many` before aggregating,
 and writes ``.grad`` without going through DDP's reducer, so a DDP-wrapped model works as is (no "marked
 ready twice"), inside or outside ``no_sync()`` (every call is synchronised).
+
+Ranks that disagree raise on every rank, never on one (the other would wait in the all-reduce until the
+process group's timeout) and never silently: a small float64 header travels with each all-reduce (whether
+this rank's local checks failed, and a fingerprint of the call: weighting and method, task count, names,
+parameter shapes) and every rank reads the same verdict. So
+
+* a NaN (or any error of the local checks) on one rank raises on every rank, naming the rank and the task;
+  a training loop that skips the bad batch (``except ValueError``) keeps the ranks in step;
+* a weighting given a mapping in another key order on another rank is aligned by name (rank 0's order,
+  agreed once, on the first synchronised call); other names or counts raise :class:`RankMismatchError`;
+* ``update()`` is a collective like the call: a rank that calls it alone (``if rank == 0: famo.update(...)``)
+  meets the other rank's next call and both raise :class:`RankMismatchError` (if the other rank's next
+  collective is not awloss's — DDP's buffer broadcast, say — the ranks wait for the group's ``timeout``);
+* in ``awloss.backward`` a task ``None`` on one rank only, or a shared parameter that one rank's losses do
+  not reach, is zero-filled so every rank reduces the same layout (:func:`reduce_jacobian`); the
+  task-specific parameters are taken from each rank's graph unless ``task_params`` is given, so pass it
+  when tasks can be absent on some ranks (else :class:`RankMismatchError` says so on every rank); a dict
+  in another key order raises.
+
+Cost: the header adds 3 numbers to the weighting's all-reduce and one host read of the result per call;
+``awloss.backward`` adds two 3-number collectives and one host read of the used-parameter flags.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
+import zlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -45,6 +69,7 @@ __all__ = [
     "broadcast_module",
     "broadcast_state",
     "check_synchronized",
+    "RankMismatchError",
 ]
 
 
@@ -139,34 +164,38 @@ def _should_sync(weighting: nn.Module) -> bool:
     return False
 
 
-def maybe_sync(weighting: nn.Module, losses: Tensor) -> Tensor:
+def maybe_sync(weighting: nn.Module, local: Callable[[Any], Tensor], losses: Any) -> Tensor:
     """Hook called by :class:`~awloss.weighting.Weighting` on every call (see the module docstring).
 
-    On the first synced call it also copies the weighting's ``state_dict()`` from the group's first rank
-    to the others (as DDP does for the modules it wraps), so that a random initialisation or a private
-    random generator (RLW) starts out the same on every rank.
+    ``local(losses)`` builds and checks this rank's loss vector. When the call syncs, its errors do not
+    escape on this rank alone: they travel with the all-reduce and every rank raises (see
+    :func:`_synced_vector`). On the first synced call the ranks also agree on the task names (a mapping
+    built in another key order on another rank is aligned by name) and the weighting's ``state_dict()`` is
+    copied from the group's first rank to the others (as DDP does for the modules it wraps), so that a
+    random initialisation or a private random generator (RLW) starts out the same on every rank.
     """
     if not _should_sync(weighting):
-        return losses
-    group = getattr(weighting, "process_group", None)
-    if not getattr(weighting, "_awloss_state_broadcast", False):
-        broadcast_state(weighting, group=group)
-        weighting._awloss_state_broadcast = True
-    return sync_losses(losses, group)
+        return local(losses)
+    return _synced_vector(weighting, "call", local, losses)
 
 
 def sync_update_losses(weighting: nn.Module, losses: tuple[Any, ...]) -> tuple[Any, ...]:
     """The arguments of a weighting's ``update(*losses)``, averaged over the ranks when it syncs.
 
     ``update`` runs after ``optimizer.step()``, usually under ``torch.no_grad()``; it syncs whenever the
-    weighting is in training mode (or ``sync=True``) and ``sync`` is not ``False``.
+    weighting is in training mode (or ``sync=True``) and ``sync`` is not ``False``. It is a collective:
+    every rank must call it (a rank that calls it alone is detected when another rank's next awloss
+    collective meets it: both raise :class:`RankMismatchError`).
     """
     group = getattr(weighting, "process_group", None)
     sync = getattr(weighting, "sync", "auto")
     if sync is False or not is_distributed(group) or (sync == "auto" and not weighting.training):
         return losses
-    vec = weighting._loss_vector(losses, sync=False)  # type: ignore[operator]
-    return (all_reduce_mean(vec, group),)
+
+    def local(ls: Any) -> Tensor:
+        return weighting._loss_vector(ls, sync=False)  # type: ignore[operator]
+
+    return (_synced_vector(weighting, "update", local, losses).detach(),)
 
 
 def broadcast_module(module: nn.Module, src: int = 0, group: Any = None) -> None:
@@ -216,3 +245,380 @@ def check_synchronized(module: nn.Module, group: Any = None) -> bool:
         dist.all_gather(gathered, t.detach().contiguous(), group=group)
         ok = ok and all(torch.equal(g, gathered[0]) for g in gathered)
     return ok
+
+
+# --------------------------------------------------------------------------- ranks that disagree
+# A collective that one rank enters and another does not (it raised before, or it calls something else)
+# hangs until the process group's timeout, or mixes data of different calls. So nothing awloss checks
+# before a collective raises on one rank alone: the verdict travels *with* the collective, in a small
+# float64 header summed over the ranks, and every rank reads the same verdict and raises together:
+#
+#     header = [status, c, c², *extra]     status: 1 if this rank failed locally, else 0
+#                                           c:      a fingerprint (1 ≤ c < 2²⁰) of the call's layout
+#
+# The ranks agree iff (Σc)² = W·Σc² (Cauchy–Schwarz holds with equality only for equal c); the sums are
+# exact in float64 and compared as Python ints. Only on failure do the ranks exchange what each saw (an
+# all_gather_object, every rank being on that path), to name the rank, the task and the error.
+
+
+class RankMismatchError(RuntimeError):
+    """The ranks of a process group called awloss with different layouts (tasks, names, parameters) or
+    different collectives (e.g. ``update()`` on one rank only). Raised on every rank."""
+
+
+_CODE_MOD = (1 << 20) - 3
+_HEADER = 3
+_KNOWN_ERRORS = {e.__name__: e for e in (ValueError, TypeError, RuntimeError, NotImplementedError)}
+_RULE = (
+    "Under torch.distributed a weighting's call and its update(), and awloss.backward, are collectives: "
+    "call them on every rank, in the same order, with the same tasks (pass None for a task absent from a "
+    "rank's batch) and the same shared parameters."
+)
+
+
+def _code(layout: Any) -> int:
+    return zlib.crc32(repr(layout).encode()) % _CODE_MOD + 1
+
+
+def _comm_device(group: Any, hint: torch.device | None) -> torch.device:
+    """Where a collective's buffer lives: ``hint`` (the data's device) or the backend's device."""
+    if hint is not None:
+        return hint
+    backend = str(_dist().get_backend(group)).lower()
+    if "nccl" in backend and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _header(failed: bool, code: int, extra: Sequence[float], device: torch.device) -> Tensor:
+    c = float(code)
+    return torch.tensor([1.0 if failed else 0.0, c, c * c, *extra], dtype=torch.float64, device=device)
+
+
+def _all_sum(buf: Tensor, group: Any) -> Tensor:
+    dist = _dist()
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=group)
+    return buf
+
+
+def _verdict(head: list[float], world: int) -> tuple[bool, bool]:
+    """(some rank failed, the ranks' layouts differ) from a summed header (read on the host)."""
+    s1, s2 = int(head[1]), int(head[2])
+    return head[0] > 0, s1 * s1 != world * s2
+
+
+def _describe(layout: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in layout.items())
+
+
+def _fail_together(what: str, layout: dict[str, Any], error: BaseException | None, group: Any) -> None:
+    """Every rank is here (the summed header said so): exchange what each saw and raise on every rank."""
+    dist = _dist()
+    mine = (
+        dist.get_rank(),
+        None if error is None else (type(error).__name__, str(error)),
+        _describe(layout),
+    )
+    seen: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(seen, mine, group=group)
+    failed = [s for s in seen if s[1] is not None]
+    if failed:
+        rank, (kind, msg), _ = failed[0]
+        text = (
+            f"{what} failed on rank {rank}: {kind}: {msg} awloss raises this on every rank (the error "
+            "travelled with the all-reduce), so the ranks stay in step: skipping this batch on every rank is safe."
+        )
+        if error is not None:
+            error.add_note(text)
+            raise error
+        raise _KNOWN_ERRORS.get(kind, RuntimeError)(text)
+    lines = "; ".join(f"rank {r}: {d}" for r, _, d in seen)
+    raise RankMismatchError(f"The ranks disagree on {what}: {lines}. {_RULE}")
+
+
+def _agree_first_call(weighting: nn.Module, kind: str, vec: Tensor | None, error: BaseException | None,
+                      group: Any) -> Tensor | None:
+    """First synced call of ``weighting``: agree on the layout; align a mapping's names to rank 0's order.
+
+    A collective (one all_gather_object, once per weighting). Raises on every rank when a rank failed or
+    when the ranks' tasks differ (other names, another count, names on some ranks only).
+    """
+    dist = _dist()
+    names = getattr(weighting, "_task_names", None)
+    mine = {"op": f"{type(weighting).__name__}.{kind}", "tasks": None if vec is None else int(vec.numel()),
+            "names": None if names is None else list(names)}
+    seen: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(seen, (mine, error is not None), group=group)
+    what = f"the first synchronised {type(weighting).__name__}.{kind}()"
+    if any(f for _, f in seen):
+        _fail_together(what, mine, error, group)
+    ref = seen[0][0]
+    if all(s == ref for s, _ in seen):
+        return vec
+    same_tasks = all(s["op"] == ref["op"] and s["tasks"] == ref["tasks"] for s, _ in seen)
+    named = [s["names"] for s, _ in seen]
+    if same_tasks and all(n is not None and sorted(n) == sorted(ref["names"]) for n in named):
+        assert vec is not None and names is not None
+        weighting._task_names = tuple(ref["names"])  # align by name: rank 0's order on every rank
+        if list(names) != ref["names"]:
+            vec = vec[torch.tensor([list(names).index(n) for n in ref["names"]], device=vec.device)]
+        return vec
+    lines = "; ".join(f"rank {r}: {_describe(s)}" for r, (s, _) in enumerate(seen))
+    raise RankMismatchError(f"The ranks disagree on {what}: {lines}. {_RULE}")
+
+
+def _synced_vector(weighting: nn.Module, kind: str, local: Callable[[Any], Tensor], losses: Any) -> Tensor:
+    """``local(losses)`` averaged over the ranks (value) with this rank's gradient path, all ranks or none.
+
+    One all-reduce of ``[header, losses]`` (two when the weighting has no fixed ``num_tasks``: the header
+    first, so that ranks with different counts never meet in one collective). A local error (a NaN found
+    by the value check, a wrong count, a missing name) is sent as ``status = 1`` and re-raised after the
+    collective, on every rank. Cost: ``3 + T`` float64 numbers and one host read of the summed header.
+    """
+    group = getattr(weighting, "process_group", None)
+    try:
+        vec, error = local(losses), None
+    except Exception as e:  # raised after the collective, on every rank
+        vec, error = None, e
+    if not weighting.__dict__.get("_awloss_state_broadcast", False):
+        vec = _agree_first_call(weighting, kind, vec, error, group)
+        broadcast_state(weighting, group=group)
+        weighting._awloss_state_broadcast = True
+    world = world_size(group)
+    fixed = weighting.num_tasks  # type: ignore[attr-defined]
+    T = int(vec.numel()) if vec is not None else fixed
+    names = getattr(weighting, "_task_names", None)
+    layout = {"op": f"{type(weighting).__name__}.{kind}", "tasks": T, "names": None if names is None else list(names)}
+    dev = _comm_device(group, vec.device if vec is not None else getattr(weighting, "_device", lambda: None)())
+    head = _header(error is not None, _code(layout), (), dev)
+    what = f"{type(weighting).__name__}.{kind}()"
+    if fixed is None:  # counts may differ: agree on the header before the values meet
+        failed, differ = _verdict(_all_sum(head, group).tolist(), world)
+        if failed or differ:
+            _fail_together(what, layout, error, group)
+        assert vec is not None
+        buf = _all_sum(vec.detach().to(torch.float64).clone(), group)
+    else:
+        body = vec.detach().to(torch.float64) if vec is not None and T == fixed else head.new_zeros(fixed)
+        buf = _all_sum(torch.cat([head, body.reshape(-1)]), group)
+        failed, differ = _verdict(buf[:_HEADER].tolist(), world)
+        if failed or differ or vec is None:
+            _fail_together(what, layout, error, group)
+        buf = buf[_HEADER:]
+    assert vec is not None
+    mean = buf.div_(world).to(vec.dtype)
+    return mean + (vec - vec.detach())
+
+
+# --------------------------------------------------------------------------- awloss.backward's reduction
+def sync_task_losses(
+    items: list[Tensor], names: Sequence[str] | None, error: BaseException | None = None, group: Any = None
+) -> list[Tensor]:
+    """``awloss.backward``'s losses with their values averaged over the ranks (gradient paths local).
+
+    Two collectives: a header (this rank's local ``error``, e.g. a NaN found by the value check, the task
+    count and names, whether any loss requires grad) and then the values. Raises on every rank when a rank
+    failed, the ranks' tasks differ, or on some rank no loss requires grad.
+    """
+    T = len(items)
+    layout = {"op": "awloss.backward", "tasks": T, "names": None if names is None else list(names)}
+    has_grad = any(x.requires_grad for x in items)
+    dev = _comm_device(group, items[0].device if items else None)
+    world = world_size(group)
+    head = _all_sum(_header(error is not None, _code(layout), (1.0 if has_grad else 0.0,), dev), group).tolist()
+    failed, differ = _verdict(head, world)
+    if failed or differ:
+        _fail_together("awloss.backward()", layout, error, group)
+    if int(head[3]) < world:
+        raise ValueError(
+            f"Argument `losses` does not require grad on {world - int(head[3])} of {world} ranks (every task absent "
+            "or constant there): awloss.backward needs a loss that depends on a parameter on every rank; skip "
+            "the batch on every rank, or give that rank's absent tasks as None next to one real loss."
+        )
+    values = all_reduce_mean(torch.stack([x.detach() for x in items]), group)
+    return [v + (x - x.detach()) for v, x in zip(values.unbind(0), items)]
+
+
+def reduce_jacobian(
+    blocks: list[Tensor | None],
+    head_grads: list[Tensor | None],
+    shared: list[Tensor],
+    heads: list[Tensor],
+    T: int,
+    group: Any = None,
+) -> tuple[list[Tensor | None], list[Tensor | None]]:
+    """The per-task gradients of the global batch: ``blocks[k]`` (``[T, *shared[k].shape]``) and the heads'
+    ``∇ΣLᵢ`` averaged over the ranks, in one layout on every rank.
+
+    A block or head gradient that is ``None`` on this rank (a parameter this rank's losses do not reach: a
+    task absent here, a branch not taken) is zero-filled, so every rank sends the same buffer; it comes back
+    ``None`` only if no rank used it. A header collective first checks that the ranks pass the same shared
+    and task-specific parameters (shapes); a mismatch raises :class:`RankMismatchError` on every rank.
+    Cost: one all-reduce of ``T·n_shared + n_heads`` numbers (plus a 3-number header), one host read of the
+    ``len(shared) + len(heads)`` used flags.
+    """
+    layout = {
+        "op": "awloss.backward",
+        "tasks": T,
+        "shared parameters (shapes)": [tuple(p.shape) for p in shared],
+        "task-specific parameters (shapes)": [tuple(p.shape) for p in heads],
+    }
+    ref = next((b for b in [*blocks, *head_grads] if b is not None), None)
+    dev = _comm_device(group, ref.device if ref is not None else (shared[0].device if shared else None))
+    world = world_size(group)
+    failed, differ = _verdict(_all_sum(_header(False, _code(layout), (), dev), group).tolist(), world)
+    if failed or differ:
+        try:
+            _fail_together("awloss.backward()", layout, None, group)
+        except RankMismatchError as e:
+            e.add_note(
+                "If the task-specific parameters differ: awloss finds them in each rank's graph, so a task absent "
+                "(None) on some ranks, or a branch taken on some ranks only, changes them; pass `task_params=` "
+                "(the same list on every rank, e.g. `model.heads.parameters()`) and awloss zero-fills the rest."
+            )
+            raise
+    dtype = ref.dtype if ref is not None else (shared[0].dtype if shared else torch.get_default_dtype())
+    for b in [*blocks, *head_grads]:
+        if b is not None:
+            dtype = torch.promote_types(dtype, b.dtype)
+    shapes = [(T, *p.shape) for p in shared] + [tuple(p.shape) for p in heads]
+    local = [*blocks, *head_grads]
+    flags = torch.tensor([0.0 if b is None else 1.0 for b in local], dtype=dtype, device=dev)
+    flat = torch.cat([flags, *(b.detach().reshape(-1).to(dtype) if b is not None
+                               else torch.zeros(math.prod(s), dtype=dtype, device=dev) for b, s in zip(local, shapes))])
+    flat = _all_sum(flat, group)
+    used = [u > 0 for u in flat[: len(local)].tolist()]
+    out: list[Tensor | None] = []
+    start = len(local)
+    for b, s, u, p in zip(local, shapes, used, [*shared, *heads]):
+        n = math.prod(s)
+        out.append(flat[start : start + n].view(s).div_(world).to(p.dtype if b is None else b.dtype) if u else None)
+        start += n
+    return out[: len(blocks)], out[len(blocks) :]
+
+
+# --------------------------------------------------------------------------- FSDP2 (fully_shard)
+_FSDP1 = (
+    "awloss.backward does not support FSDP1 (`FullyShardedDataParallel`, Lightning's strategy='fsdp'): its flat "
+    "parameters hide the per-task gradients of the shared parameters. Use FSDP2 (`torch.distributed.fsdp."
+    "fully_shard`) with a Gramian aggregator (e.g. awloss.get('upgrad')), DDP (strategy='ddp'), or a loss-level "
+    "weighting (it syncs its losses under any strategy)."
+)
+
+
+def is_sharded(params: Sequence[Tensor]) -> bool:
+    """``True`` when some of ``params`` are sharded ``DTensor`` parameters (``torch.distributed.fsdp.fully_shard``).
+
+    Raises ``NotImplementedError`` for parameters flattened by FSDP1 (``FullyShardedDataParallel``), which
+    ``awloss.backward`` cannot differentiate per task.
+    """
+    if not params or not _dist().is_available():
+        return False
+    if any(getattr(p, "_fsdp_flattened", False) for p in params):
+        raise NotImplementedError(_FSDP1)
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - old torch
+        return False
+    return any(isinstance(p, DTensor) for p in params)
+
+
+def reject_sharded(params: Sequence[Tensor], what: str) -> None:
+    """Raise ``NotImplementedError`` if ``params`` are sharded by FSDP2: ``torch.autograd.grad`` of a sharded
+    parameter is ``None`` (the forward uses the all-gathered copy), so a method measuring their gradients
+    would silently see zeros."""
+    if is_sharded(params):
+        raise NotImplementedError(
+            f"{what} is sharded by FSDP2 (fully_shard): its per-task gradients cannot be taken from the shards. "
+            "Use DDP for this method, or another loss-level weighting (they run under FSDP2 unchanged)."
+        )
+
+
+def fsdp_backward(
+    items: list[Tensor],
+    shared: list[Tensor],
+    aggregator: Any,
+    retain_graph: bool,
+    *,
+    representation: Tensor | None = None,
+    scale: float | None = None,
+) -> Tensor:
+    """``awloss.backward`` for shared parameters sharded by FSDP2: per-task gradients of the shards, the
+    Gramian from the shards, the update written into the sharded ``.grad``.
+
+    One ordinary ``backward()`` per task: FSDP2 all-gathers the parameters as it needs them and
+    reduce-scatters (averages) each task's gradient over the ranks into the sharded ``.grad``, which is
+    read as this rank's columns ``J_r[T, n_r]`` of the global batch's Jacobian and cleared. Then
+    ``G = Σ_r J_r J_rᵀ`` (one all-reduce of ``T²`` numbers) is exactly ``JJᵀ``, every rank computes the
+    same weights ``w`` from it and writes its shard of ``wᵀJ`` into the sharded ``.grad`` (added to what
+    was there), so the optimizer step of the FSDP2 model works as usual. The task-specific parameters
+    (sharded or not) accumulate ``∇ΣLᵢ`` over the T passes, as FSDP2 reduces them.
+
+    Communication per step: T times FSDP2's own per-backward traffic (the reduce-scatter of the gradients,
+    and the all-gather of the parameters when they are resharded after the forward), plus ``T²`` numbers.
+    Only Gramian aggregators (``GramianAggregator``: UPGrad, MGDA, …) are exact from the shards; the others
+    need the whole Jacobian and raise ``NotImplementedError``.
+    """
+    from torch.distributed.tensor import DTensor
+
+    name = type(aggregator).__name__
+    if representation is not None or scale is not None:
+        raise NotImplementedError(
+            "awloss.backward under FSDP2 (fully_shard) does not support `representation=` or a GradScaler yet: "
+            "pass the shared parameters (a Gramian aggregator, e.g. awloss.get('upgrad')) without them, or use DDP."
+        )
+    if not hasattr(aggregator, "gramian_weights"):
+        raise NotImplementedError(
+            f"awloss.backward under FSDP2 (fully_shard) supports the Gramian aggregators (the weights depend on "
+            f"G = JJᵀ only, which the shards give exactly); {name} needs the whole Jacobian, which FSDP2 shards "
+            "across the ranks. Use a Gramian aggregator (e.g. awloss.get('upgrad') or 'mgda'), DDP, or a "
+            "loss-level weighting (they run under FSDP2 unchanged)."
+        )
+    if getattr(aggregator, "state_per_column", False):
+        raise NotImplementedError(
+            f"{name} keeps state per column of the Jacobian, which FSDP2 shards across the ranks: awloss.backward "
+            "does not support it under FSDP2; use DDP or another aggregator."
+        )
+    meshes = {id(p.device_mesh): p.device_mesh for p in shared if isinstance(p, DTensor)}
+    if len(meshes) != 1 or next(iter(meshes.values())).ndim != 1 or not all(isinstance(p, DTensor) for p in shared):
+        raise NotImplementedError(
+            "awloss.backward under FSDP2 needs every shared parameter sharded by fully_shard on one 1-D device mesh "
+            "(got a mix of sharded and plain parameters, or several / multi-dimensional meshes)."
+        )
+    mesh = next(iter(meshes.values()))
+    group = mesh.get_group()
+    T = len(items)
+    saved = [p.grad for p in shared]
+    for p in shared:
+        p.grad = None
+    rows: list[list[Tensor | None]] = []
+    for t, loss in enumerate(items):
+        loss.backward(retain_graph=retain_graph or t < T - 1)  # FSDP2 reduce-scatters into the sharded .grad
+        rows.append([None if p.grad is None else p.grad.to_local() for p in shared])
+        for p in shared:
+            p.grad = None
+    locals_ = [p.to_local() for p in shared]
+    used = [any(r[k] is not None for r in rows) for k in range(len(shared))]
+    ref = next((g for r in rows for g in r if g is not None), None)
+    dtype = ref.dtype if ref is not None else locals_[0].dtype
+    blocks = [
+        torch.stack([torch.zeros_like(x, dtype=dtype) if r[k] is None else r[k].to(dtype) for r in rows]).reshape(T, -1)
+        for k, x in enumerate(locals_)
+    ]
+    J = torch.cat(blocks, dim=1) if blocks else torch.zeros(T, 0, dtype=dtype)
+    G = J @ J.T
+    if world_size(group) > 1:
+        G = _all_sum(G.contiguous(), group)
+    w = aggregator.gramian_weights(G)
+    update = w.to(J.dtype) @ J
+    off = 0
+    for p, x, u, old in zip(shared, locals_, used, saved):
+        n = x.numel()
+        if u:
+            g = DTensor.from_local(update[off : off + n].view(x.shape).to(p.dtype), mesh, p.placements,
+                                   shape=p.shape, stride=p.stride())
+            p.grad = g if old is None else old + g
+        else:
+            p.grad = old
+        off += n
+    return aggregator._weights

@@ -45,7 +45,7 @@ def test_quick_end_to_end(tmp_path, capsys):
     assert payload["versions"]["torch"] == torch.__version__ and "awloss" in payload["versions"]
     assert len(payload["runs"]) == 6 and len(payload["stl_runs"]) == 4
     assert len(payload["runs"][0]["history"][0]["weights"]) == 2
-    for name in ("weights.png", "curves.png", "delta_m.png"):
+    for name in ("weights.png", "curves.png", "delta_m.png", "summary.png"):
         _valid_png(out / name)
 
 

@@ -198,3 +198,72 @@ def test_jobs_2_gives_the_results_of_jobs_1(some_csv, tmp_path, capsys):
         assert len(x) == len(y) == 4
         for r, s in zip(sorted(x, key=key), sorted(y, key=key)):
             assert r["test"] == s["test"] and [h["weights"] for h in r["history"]] == [h["weights"] for h in s["history"]]
+
+
+def test_progress_on_a_terminal_is_one_redrawn_line():
+    import io
+
+    from awloss.bench.runner import MethodSpec
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    p = engine.Progress(2, 10.0, 1, stream=stream)
+    jobs = [engine.Job(MethodSpec("uw", "weighting"), s, None, False, estimate_s=5.0) for s in (0, 1)]
+    p.start(jobs[0])
+    assert stream.getvalue() == "\r\x1b[Krun 1/2 · uw · seed 0 · ETA 0:10"
+    p.finish(jobs[0], 10.0, "done")  # took twice the estimate: the ETA doubles
+    p.start(jobs[1])
+    assert stream.getvalue().endswith("\r\x1b[Krun 2/2 · uw · seed 1 · ETA 0:10")
+    assert "[1/2] uw · seed 0: done (10.0 s" in stream.getvalue()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_real_sigint_keeps_finished_runs_without_traceback(jobs, some_csv, tmp_path):
+    import os
+    import signal
+
+    env = dict(os.environ, PYTHONPATH=SRC, AWLOSS_CACHE=str(tmp_path / "cache"))
+    args = ["bench", "--dataset", f"table:{some_csv}", "--targets", "a,b", "--methods", "ew,uw", "--seeds", "3",
+            "--epochs", "20", "--jobs", jobs, "--out", str(tmp_path / "o")]  # fmt: skip
+    p = subprocess.Popen([sys.executable, "-m", "awloss", *args], env=env, stderr=subprocess.PIPE, text=True,
+                         stdout=subprocess.DEVNULL, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if line.startswith("[2/"):
+            os.killpg(p.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group, workers included
+            break
+    err = "".join(seen) + p.communicate(timeout=300)[1]
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "resume with: awloss bench" in err
+    payload = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert payload["interrupted"] and len(payload["stl_runs"]) >= 2
+
+
+def test_one_seed_shows_no_spread(tmp_path, capsys):
+    assert main(["bench", "--quick", "-d", "synthetic", "--methods", "ew,uw", "--no-progress", "--no-plots",
+                 "--out", str(tmp_path / "o")]) == 0  # fmt: skip
+    table = capsys.readouterr().out.split("Δm%: ")[0]
+    assert "±" not in table.split("\n", 2)[2]  # the old table printed "± 0.0" from one seed
+
+
+def test_method_that_needs_an_argument_by_default_is_skipped_not_fatal():
+    from awloss.bench.api import check_method_args
+    from awloss.bench.datasets import BenchError
+    from awloss.bench.runner import MethodSpec
+    from awloss.weighting import Weighting
+
+    class NeedsPreference(Weighting):
+        def __init__(self, num_tasks, weights=None):
+            super().__init__(num_tasks)
+            if not isinstance(weights, list):
+                raise ValueError(f"Parameter `weights` is required (a list), got {weights!r}.")
+
+    assert "cannot be built with its defaults" in check_method_args([MethodSpec("pref", "weighting", NeedsPreference)], 2)["pref"]
+    with pytest.raises(BenchError, match="pref rejects weights='x'"):
+        check_method_args([MethodSpec("pref", "weighting", NeedsPreference, {"weights": "x"})], 2)

@@ -196,3 +196,19 @@ def test_python_api_returns_results(some_csv):
     assert "\\begin{tabular}" in res.table("latex") and "$\\Delta$m\\%" in res.table("latex")
     csv_text = res.table("csv")
     assert csv_text.splitlines()[0].startswith("method,") and len(csv_text.splitlines()) == 3
+
+
+def test_readme_benchmark_cli_example_runs(tmp_path, monkeypatch, capsys):
+    """The python example of README's "## Benchmark CLI" section runs as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Benchmark CLI\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)\n```", section, flags=re.S)
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {"__name__": "__readme__"}
+    exec(compile(blocks[0], "README.md[Benchmark CLI]", "exec"), ns)
+    assert ns["res"].recommendation.startswith("Recommendation: ")
+    assert capsys.readouterr().out.strip().splitlines()[-1] == ns["res"].recommendation

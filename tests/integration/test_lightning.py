@@ -147,3 +147,28 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert r0["agg_steps"] == r1["agg_steps"] == 3  # upgrad in manual optimisation, same model on both ranks
     for k in r0["agg_model"]:
         assert torch.equal(r0["agg_model"][k], r1["agg_model"][k]), k
+
+
+def test_fsdp_strategy_with_aggregator_is_a_clear_error():
+    """Lightning's strategy="fsdp" is FSDP1 (GPU only in Lightning): awloss.backward cannot take per-task
+    gradients of its flat parameters, so the mixin says so and names what works (before: a cryptic setStorage
+    RuntimeError or "shared_params is empty")."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    class LitAgg(MultiTaskMixin, L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = H.TinyMTL()
+            self.aggregator = awloss.get("upgrad")
+
+        def task_losses(self, batch, batch_idx):
+            x, y = batch
+            return H.task_losses(self.net(x), y)
+
+    model = LitAgg()
+    model._trainer = SimpleNamespace(strategy=FSDPStrategy())
+    x, y = H.make_batch(0, 4, dtype=torch.float32)
+    with pytest.raises(NotImplementedError, match="FSDP1.*fully_shard.*strategy='ddp'"):
+        model.training_step((x, y), 0)

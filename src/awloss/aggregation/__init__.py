@@ -7,6 +7,7 @@ from ._config import ConFIG
 from ._cr_mogm import CRMOGM
 from ._dbmtl import DBMTL
 from ._dualproj import DualProj
+from ._fairgrad import FairGrad
 from ._grad_constant import GradConstant
 from ._grad_random import GradRandom
 from ._graddrop import GradDrop
@@ -16,6 +17,7 @@ from ._krum import Krum
 from ._mean import GradMean, GradSum
 from ._mgda import MGDA
 from ._nash_mtl import NashMTL
+from ._pcd import PCD
 from ._pcgrad import PCGrad
 from ._trimmed_mean import TrimmedMean
 from ._upgrad import UPGrad
@@ -31,6 +33,7 @@ __all__ = [
     "CAGrad",
     "ConFIG",
     "DualProj",
+    "FairGrad",
     "GradConstant",
     "GradDrop",
     "GradRandom",
@@ -39,6 +42,7 @@ __all__ = [
     "GradVac",
     "GramianAggregator",
     "NashMTL",
+    "PCD",
     "PCGrad",
     "SolverError",
     "TrimmedMean",

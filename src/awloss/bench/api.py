@@ -184,9 +184,12 @@ def check_method_args(specs: Sequence[MethodSpec], T: int) -> dict[str, str]:
         except SkipMethod as e:
             skipped[spec.label] = str(e)
         except (TypeError, ValueError, RuntimeError, AttributeError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if not spec.kwargs:  # e.g. a method that needs a preference vector: skipped, with how to pass it
+                skipped[spec.label] = f"cannot be built with its defaults ({why}); pass --method-args {spec.label}.ARG=…"
+                continue
             given = ", ".join(f"{k}={v!r}" for k, v in spec.kwargs.items())
-            raise BenchError(f"--method-args: {spec.label} rejects {given or 'its defaults'}: "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None  # fmt: skip
+            raise BenchError(f"--method-args: {spec.label} rejects {given}: {why}") from None
     return skipped
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -211,7 +212,8 @@ def execute(jobs: Sequence[Job], ds: DatasetSpec, data: Data, cfg: dict[str, Any
         while queue or pending:
             while queue and len(pending) < workers.n:
                 job = queue.pop(0)
-                pending[pool.submit(_run_in_worker, job.spec, job.seed, job.ref_val)] = job
+                with _no_sigint():  # a worker started now inherits SIGINT ignored: Ctrl-C is the parent's
+                    pending[pool.submit(_run_in_worker, job.spec, job.seed, job.ref_val)] = job
                 progress.start(job)
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for fut in done:
@@ -229,6 +231,23 @@ def execute(jobs: Sequence[Job], ds: DatasetSpec, data: Data, cfg: dict[str, Any
             fut.cancel()
         workers.close(kill=True)
         raise
+
+
+@contextlib.contextmanager
+def _no_sigint() -> Any:
+    """Block SIGINT while worker processes may be spawned: a worker inherits the blocked signal (Ctrl-C is
+    the parent's alone, no traceback from a half-started worker), and a Ctrl-C pressed meanwhile stays
+    pending in the parent and is delivered when the block ends (never lost)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class Workers:

@@ -15,6 +15,8 @@ from typing import Any
 __all__ = ["plot_all"]
 
 DPI = 100
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+STYLES = ("-", "--", ":", "-.")
 
 
 def _setup() -> Any:
@@ -27,10 +29,8 @@ def _setup() -> Any:
 
 
 def _plain(ax: Any, *, x_epochs: bool = True) -> None:
-    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+    from matplotlib.ticker import ScalarFormatter
 
-    if x_epochs:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
     if ax.get_yscale() == "linear":
         fmt = ScalarFormatter(useOffset=False)
         fmt.set_scientific(False)
@@ -56,25 +56,40 @@ def _curve(rs: Sequence[Mapping[str, Any]], get: Callable[[Mapping[str, Any]], f
 
 def _draw(ax: Any, rs: Sequence[Mapping[str, Any]], get: Callable, **kw: Any) -> Any:
     xs, mean, lo, hi = _curve(rs, get)
-    (line,) = ax.plot(xs, mean, marker="o", ms=3, lw=1.4, **kw)
+    kw.setdefault("marker", "o")
+    (line,) = ax.plot(xs, mean, ms=4, lw=1.4, **kw)
     if len(rs) > 1:
         ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
     return line
 
 
 def _xlim(ax: Any, epochs: int) -> None:
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
     ax.set_xlim(0.5, max(epochs, 1) + 0.5)
+    # integer epochs only (MaxNLocator falls back to fractions on a range of one epoch)
+    ax.xaxis.set_major_locator(FixedLocator(range(1, epochs + 1)) if epochs <= 12 else MaxNLocator(integer=True, nbins=8))
 
 
-def _legend(fig: Any, handles: Sequence[Any], labels: Sequence[str], title: str | None = None) -> None:
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), frameon=False, title=title,
-                   bbox_to_anchor=(0.5, 0.0), fontsize=9)  # fmt: skip
+def _legend(fig: Any, handles: Sequence[Any], labels: Sequence[str], title: str | None = None,
+            spare: Any = None) -> int:  # fmt: skip
+    """One legend for the figure: in a spare (empty) panel if there is one, else below the panels.
+    Returns the number of legend rows below the panels (0 when it went into the spare panel)."""
+    if not handles:
+        return 0
+    if spare is not None:
+        spare.legend(handles, labels, loc="center", frameon=False, title=title, fontsize=10)
+        return 0
+    ncol = min(len(labels), 8)
+    try:
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False, title=title, fontsize=9)
+    except ValueError:  # matplotlib < 3.7
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, title=title, fontsize=9)
+    return math.ceil(len(labels) / ncol) + (1 if title else 0)
 
 
 def _finish(fig: Any, plt: Any, path: Path, title: str, legend_rows: int) -> Path:
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06 + 0.035 * legend_rows, 1, 0.95))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -97,11 +112,12 @@ def plot_all(out: Path, res: Any) -> list[Path]:
     # 1. validation curves, one panel per metric
     cols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.3 * nrows), squeeze=False, layout="constrained")
     handles: dict[str, Any] = {}
     for ax, k in zip(axes.flat, metrics):
         for m in methods:
-            handles[m] = _draw(ax, [r for r in runs if r["method"] == m], lambda h, k=k: h["val"][k.name], color=colors[m])
+            handles[m] = _draw(ax, [r for r in runs if r["method"] == m], lambda h, k=k: h["val"][k.name], color=colors[m],
+                               marker=MARKERS[methods.index(m) % len(MARKERS)])  # fmt: skip
         stl = [r for r in stl_runs if tasks[r["task"]] == k.task]
         if stl:
             handles["STL (single-task)"] = _draw(ax, stl, lambda h, k=k: h["val"][k.name], color="k", ls="--")
@@ -113,14 +129,14 @@ def plot_all(out: Path, res: Any) -> list[Path]:
         _plain(ax)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    _legend(fig, list(handles.values()), list(handles))
-    paths.append(_finish(fig, plt, out / "curves.png", f"Validation metrics per epoch: {base_title}{band}",
-                         math.ceil(len(handles) / 8)))  # fmt: skip
+    spare = list(axes.flat)[len(metrics)] if axes.size > len(metrics) else None
+    rows_below = _legend(fig, list(handles.values()), list(handles), spare=spare)
+    paths.append(_finish(fig, plt, out / "curves.png", f"Validation metrics per epoch: {base_title}{band}", rows_below))
 
     # 2. task weights over training, one panel per method (log axis when they span decades)
     cols = min(3, max(1, len(methods)))
     nrows = math.ceil(len(methods) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.1 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.1 * nrows), squeeze=False, layout="constrained")
     handles = {}
     for ax, m in zip(axes.flat, methods):
         rs = [r for r in runs if r["method"] == m]
@@ -128,28 +144,35 @@ def plot_all(out: Path, res: Any) -> list[Path]:
         pos = [v for v in vals if v > 0 and math.isfinite(v)]
         log = len(pos) == len(vals) and pos and max(pos) / min(pos) > 100
         for t, name in enumerate(tasks):
-            handles[name] = _draw(ax, rs, lambda h, t=t: h["weights"][t], color=f"C{t % 10}")
+            handles[name] = _draw(ax, rs, lambda h, t=t: h["weights"][t], color=f"C{t % 10}",
+                                  marker=MARKERS[t % len(MARKERS)], ls=STYLES[t % len(STYLES)])  # fmt: skip
+        same = bool(vals) and max(vals) - min(vals) <= 1e-9 * max(1.0, abs(max(vals)))
         if log:
             ax.set_yscale("log")
+        elif vals:
+            ax.set_ylim(0, max(vals) * 1.15 if max(vals) > 0 else 1)  # weights start at 0: no magnified flat lines
+        if same:
+            ax.text(0.5, 0.35, f"every task: {vals[0]:g} (lines overlap)", transform=ax.transAxes, ha="center",
+                    fontsize=9, color="0.3")  # fmt: skip
         ax.set_title(m + (" (log scale)" if log else ""), fontsize=10)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("task weight (mean over the epoch)")
+        ax.set_ylabel("task weight (epoch mean)")
         _xlim(ax, epochs)
         _plain(ax)
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
-    _legend(fig, list(handles.values()), list(handles), title="task")
-    paths.append(_finish(fig, plt, out / "weights.png", f"Task weights during training: {base_title}{band}",
-                         1 + math.ceil(len(handles) / 8)))  # fmt: skip
+    spare = list(axes.flat)[len(methods)] if axes.size > len(methods) else None
+    rows_below = _legend(fig, list(handles.values()), list(handles), title="task", spare=spare)
+    paths.append(_finish(fig, plt, out / "weights.png", f"Task weights during training: {base_title}{band}", rows_below))
 
     rows = res.summary["rows"]
     # 3. Δm% vs STL (or vs EW without STL) per method, mean ± std over seeds
     key = "delta_m_stl" if res.summary.get("stl_mean") else "delta_m_ew"
     bars = {m: r for m, r in rows.items() if m != "STL" and key in r and math.isfinite(r[key][0])}
     if bars:
-        fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(bars) + 2.5), 3.8))
+        fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(bars) + 2.5), 3.8), layout="constrained")
         names = list(bars) if res.quick else sorted(bars, key=lambda m: bars[m][key][0])
-        ax.bar(names, [bars[m][key][0] for m in names], yerr=[bars[m][key][1] for m in names], capsize=3,
+        ax.bar(names, [bars[m][key][0] for m in names], yerr=[bars[m][key][1] if math.isfinite(bars[m][key][1]) else 0.0 for m in names], capsize=3,
                color=["tab:green" if bars[m][key][0] < 0 else "tab:red" for m in names])  # fmt: skip
         ax.axhline(0, color="k", lw=0.8)
         ax.set_ylabel(f"test Δm% vs {'STL' if key == 'delta_m_stl' else 'EW'} [%] (lower is better)")
@@ -157,41 +180,44 @@ def plot_all(out: Path, res: Any) -> list[Path]:
         ax.tick_params(axis="x", rotation=30)
         _plain(ax, x_epochs=False)
         ax.grid(False, axis="x")
-        paths.append(_finish(fig, plt, out / "delta_m.png", f"{base_title}\nerror bars: std over seeds", 0))
+        ref = "single-task baselines (STL)" if key == "delta_m_stl" else "EW"
+        bars_note = "error bars: std over seeds" if seeds > 1 else "one seed: no error bars"
+        paths.append(_finish(fig, plt, out / "delta_m.png", f"Test Δm% vs {ref}: {base_title}\n{bars_note}", 0))
 
     # 4. summary: Δm% vs EW (paired, 95% CI) against the cost per step, the recommendation marked
     ew = res.summary.get("ew_method")
     if ew in rows:
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        fig, ax = plt.subplots(figsize=(7.2, 4.8), layout="constrained")
         ew_ms = rows[ew]["ms_per_step"][0]
         rec = res.verdict.get("method")
         ax.axhline(0, color="k", lw=0.8)
-        ax.plot([ew_ms], [0.0], "s", color="k", ms=7)
-        ax.annotate(ew + " (baseline)", (ew_ms, 0.0), textcoords="offset points", xytext=(6, 6), fontsize=9)
-        for m, c in res.comparisons.items():
+        ax.plot([ew_ms], [0.0], "s", color="k", ms=8, ls="none", label=f"{ew} (the baseline, 0 by definition)")
+        for i, (m, c) in enumerate(res.comparisons.items()):
             s = c["delta_m"]
             if m not in rows or not math.isfinite(s["mean"]):
                 continue
             x = rows[m]["ms_per_step"][0]
             lo, hi = s["ci"] if s["n"] >= 2 else (s["mean"], s["mean"])
-            ax.errorbar([x], [s["mean"]], yerr=[[s["mean"] - lo], [hi - s["mean"]]], fmt="o", color=colors.get(m, "C0"),
-                        capsize=3, ms=6)  # fmt: skip
-            ax.annotate(m, (x, s["mean"]), textcoords="offset points", xytext=(6, 4), fontsize=9)
-        if rec and rec != ew and rec in res.comparisons:
-            s = res.comparisons[rec]["delta_m"]
-            ax.plot([rows[rec]["ms_per_step"][0]], [s["mean"]], marker="*", color="gold", mec="k", ms=18, ls="none",
-                    label=f"recommended: {rec}", zorder=5)  # fmt: skip
-        elif rec == ew:
-            ax.plot([ew_ms], [0.0], marker="*", color="gold", mec="k", ms=18, ls="none",
-                    label=f"recommended: {ew} (no method beats it beyond noise)", zorder=5)  # fmt: skip
+            ax.errorbar([x], [s["mean"]], yerr=[[s["mean"] - lo], [hi - s["mean"]]], fmt=MARKERS[(i + 2) % len(MARKERS)],
+                        color=colors.get(m, "C0"), capsize=4, ms=7,
+                        label=f"{m}: {s['mean']:+.2f}%, {x / ew_ms:.2f}x ew's cost")  # fmt: skip
+        if rec and rec in rows:
+            y = res.comparisons[rec]["delta_m"]["mean"] if rec in res.comparisons else 0.0
+            ax.plot([rows[rec]["ms_per_step"][0]], [y], marker="*", color="gold", mec="k", ms=20, ls="none",
+                    label=f"recommended: {rec}" + (" (nothing beats it beyond noise)" if rec == ew else ""),
+                    zorder=5)  # fmt: skip
         ax.set_xlabel("median time per training step [ms] (this machine)")
         ax.set_ylabel("test Δm% vs EW, paired by seed [%]\n(lower is better)")
-        ci = "95% CI over seeds" if seeds > 1 else "one seed: no interval"
-        lo_x, hi_x = ax.get_xlim()
-        ax.set_xlim(min(lo_x, 0), hi_x * 1.15)
+        ax.set_xlim(0, ax.get_xlim()[1] * 1.05)
+        ax.margins(y=0.12)
         _plain(ax, x_epochs=False)
-        if rec:
-            ax.legend(loc="best", fontsize=9)
+        handles, labels = ax.get_legend_handles_labels()
+        star = [i for i, label in enumerate(labels) if label.startswith("recommended")]
+        order = [i for i in range(len(labels)) if i not in star] + star  # the recommendation last
+        handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9, frameon=False)
+        ci = "95% CI over seeds (paired t)" if seeds > 1 else "one seed: no interval"
         verdict = "smoke test, nothing recommended" if res.quick else (f"recommended: {rec}" if rec else "no recommendation")
-        paths.append(_finish(fig, plt, out / "summary.png", f"{base_title}\nerror bars: {ci}; {verdict}", 0))
+        fig.set_size_inches(7.2 + 0.06 * max(len(label) for label in labels), 4.8)
+        paths.append(_finish(fig, plt, out / "summary.png", f"Which method? {base_title}\nerror bars: {ci}; {verdict}", 0))
     return paths

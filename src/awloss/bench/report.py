@@ -24,7 +24,7 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
     xs = [x for x in xs if x is not None and math.isfinite(x)]
     if not xs:
         return float("nan"), float("nan")
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else float("nan"))  # no spread from one seed
 
 
 def stl_by_seed(stl_runs: Sequence[Mapping[str, Any]], metrics: Sequence[Metric], tasks: Sequence[str]) -> dict[int, dict[str, float]]:
@@ -51,7 +51,7 @@ def summarise(runs: Sequence[Mapping[str, Any]], stl_runs: Sequence[Mapping[str,
     rows: dict[str, dict[str, Any]] = {}
     if stl:
         rows["STL"] = {"kind": "stl", "seeds": len(stl), "metrics": {k: _mean_std([s[k] for s in stl.values()]) for k in names},
-                       "delta_m_stl": (0.0, 0.0), "ms_per_step": _mean_std([r["ms_per_step"] for r in stl_runs])}  # fmt: skip
+                       "delta_m_stl": (0.0, 0.0 if len(stl) > 1 else float("nan")), "ms_per_step": _mean_std([r["ms_per_step"] for r in stl_runs])}  # fmt: skip
         if ew_mean:
             rows["STL"]["delta_m_ew"] = _mean_std([delta_m(s, ew_mean, higher, skip_zero=True) for s in stl.values()])
     for m, rs in by_method.items():
@@ -75,13 +75,13 @@ def _fmt(ms: tuple[float, float] | None, digits: int = 3) -> str:
     if ms is None or not math.isfinite(ms[0]):
         return "-"
     m, s = ms
-    scale = max(abs(m), abs(s))
+    scale = max(abs(m), abs(s) if math.isfinite(s) else 0.0)
     prec = max(0, digits - 1 - int(math.floor(math.log10(scale)))) if scale > 1e-12 else 2
     prec = min(prec, 4)
     mean = f"{m:.{prec}f}"
     if mean.startswith("-") and float(mean) == 0:
         mean = mean[1:]  # no "-0.00"
-    return f"{mean} ± {s:.{prec}f}"
+    return f"{mean} ± {s:.{prec}f}" if math.isfinite(s) else mean  # one seed: no "± 0.0"
 
 
 def _paired(c: Mapping[str, Any] | None) -> tuple[str, str]:

@@ -28,6 +28,8 @@ What the mixin does:
   ``self.log`` (the logger writes them every ``Trainer(log_every_n_steps=…)`` steps).
 * Under ``strategy="ddp"`` the weighting syncs its losses across ranks by itself
   (:mod:`awloss.distributed`), so every rank logs and learns the same weights.
+* Under ``strategy="fsdp"`` (FSDP1) an ``aggregator`` raises ``NotImplementedError`` (``awloss.backward``
+  cannot take per-task gradients of FSDP1's flat parameters); use ``strategy="ddp"`` or a loss-level weighting.
 """
 
 from __future__ import annotations
@@ -163,6 +165,10 @@ class MultiTaskMixin:
         backward = getattr(awloss, "backward", None)
         if backward is None:
             raise RuntimeError("Gradient-level aggregation needs awloss.backward, which this awloss lacks.")
+        if type(getattr(self.trainer, "strategy", None)).__name__ == "FSDPStrategy":  # type: ignore[attr-defined]
+            from ..distributed import _FSDP1
+
+            raise NotImplementedError(f"MultiTaskMixin with an `aggregator`: {_FSDP1}")
         names = list(losses) if isinstance(losses, Mapping) else None
         values = list(losses.values()) if isinstance(losses, Mapping) else list(losses)
         opt = self.optimizers()  # type: ignore[attr-defined]

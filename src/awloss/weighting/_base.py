@@ -97,29 +97,38 @@ class Weighting(nn.Module):
     # ------------------------------------------------------------------ call
     def __call__(self, *losses: Any) -> Tensor:  # type: ignore[override]
         """Weigh ``losses`` (varargs, a sequence, a 1-D tensor or a mapping) into one scalar."""
-        if not torch.compiler.is_compiling():
-            _checks.poll(self)  # the flags of the earlier calls (a host read of values that are ready)
-        vec = self._loss_vector(losses, fused=self._fused_check)
+        vec = self._loss_vector(losses, fused=self._fused_check, poll=True)
         out = super().__call__(vec)
         if self.learnable and self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             self._watch_parameters(vec)
         return out
 
-    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True, fused: bool = False) -> Tensor:
+    def _loss_vector(
+        self, losses: tuple[Any, ...], *, sync: bool = True, fused: bool = False, poll: bool = False
+    ) -> Tensor:
         """Normalise and check the call's arguments into ``Tensor[T]``, averaged over the ranks under DDP.
 
-        The check runs on the averaged values (a NaN on one rank reaches every rank, so all raise
-        together). ``fused``: ``forward`` pushes its own flag in deferred mode. (``update(*losses)`` of a
-        subclass receives losses already averaged over the ranks.)
+        (``update(*losses)`` of a subclass receives losses already averaged over the ranks.) Under DDP an
+        error of this rank's checks is raised after the all-reduce, on every rank (:mod:`awloss.distributed`);
+        so is an earlier call's failed deferred check (``poll``: read here, inside the local step).
+        ``fused``: ``forward`` pushes its own value flag in deferred mode.
         """
+        if not fused and not poll:
+            local = self._local_loss_vector
+        else:
+            local = functools.partial(self._local_loss_vector, fused=fused, poll=poll)
+        return maybe_sync(self, local, losses) if sync else local(losses)
+
+    def _local_loss_vector(self, losses: tuple[Any, ...], *, fused: bool = False, poll: bool = False) -> Tensor:
+        """This rank's losses as ``Tensor[T]``, checked (count, names, device, values)."""
+        if poll and not torch.compiler.is_compiling():
+            _checks.poll(self)  # the flags of the earlier calls (a host read of values that are ready)
         device = self._device()
         vec, names = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device)
         if names is not None and self._task_names is None:
             self._task_names = tuple(names)
         self._check_device(vec, device)
         self.__dict__["_all_positive"] = False  # set by `_check_values` when it proves every loss > 0
-        if sync:
-            vec = maybe_sync(self, vec)
         self._check_input(vec, fused=fused)
         return vec
 
@@ -135,7 +144,7 @@ class Weighting(nn.Module):
             _checks.push(self, self._value_flag(d), lambda m: m._check_values(d), mode)
 
     def _push_flag(self, flag: Tensor, vec: Tensor) -> None:
-        """For ``_fused_check`` methods: ``flag`` (e.g. ``isfinite`` of the objective) vouches for ``vec``."""
+        """For ``_fused_check`` methods: ``flag`` (e.g. the objective: NaN/inf for a bad loss) vouches for ``vec``."""
         if self.check_finite and not torch.compiler.is_compiling() and _checks.check_mode(self) == "deferred":
             d = vec.detach()
             _checks.push(self, flag, lambda m: m._check_values(d), "deferred")

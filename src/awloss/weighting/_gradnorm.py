@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .._inputs import check_positive
 from .._registry import register
-from ..distributed import _should_sync, all_reduce_mean
+from ..distributed import _should_sync, all_reduce_mean, reject_sharded
 from ._base import Weighting
 from ._helpers import adam_step
 
@@ -139,6 +139,7 @@ class GradNorm(Weighting):
         return out
 
     def _update(self, losses: Tensor) -> None:
+        reject_sharded(self._shared, "GradNorm's `shared` layer")  # FSDP2: autograd.grad of a shard is None
         T = losses.shape[0]
         synced = _should_sync(self)
         rows = []

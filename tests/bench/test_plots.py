@@ -1,0 +1,75 @@
+"""The figures a reader sees: integer epoch ticks, no offset notation, a log axis for weights spanning
+decades, summary.png with the recommendation marked (the PNGs themselves were looked at by eye)."""
+
+from __future__ import annotations
+
+import pytest
+
+from awloss.bench import plots
+
+
+@pytest.fixture
+def plt():
+    return plots._setup()
+
+
+def test_one_epoch_gets_one_integer_tick_and_no_offset(plt):
+    fig, ax = plt.subplots()
+    ax.plot([1], [0.4818 + 1e-5])
+    ax.plot([1], [0.4818])
+    plots._xlim(ax, 1)
+    plots._plain(ax)
+    fig.canvas.draw()
+    assert list(ax.get_xticks()) == [1]
+    assert ax.yaxis.get_offset_text().get_text() == ""  # the old plots showed `1e-5+4.818e-1`
+    assert all("e" not in t.get_text() for t in ax.get_yticklabels())
+    plt.close(fig)
+
+
+def test_many_epochs_integer_ticks(plt):
+    fig, ax = plt.subplots()
+    ax.plot(range(1, 41), range(40))
+    plots._xlim(ax, 40)
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if 0.5 <= t <= 40.5]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    plt.close(fig)
+
+
+def _run(method, seed, weights, val):
+    hist = [{"epoch": e + 1, "val": {"mae_a": v, "mae_b": v}, "weights": w} for e, (w, v) in enumerate(zip(weights, val))]
+    return {"method": method, "seed": seed, "task": None, "kind": "weighting", "history": hist,
+            "test": {"mae_a": val[-1], "mae_b": val[-1]}, "ms_per_step": 1.0, "best_epoch": len(val)}
+
+
+def test_plot_all_writes_four_figures_and_marks_the_recommendation(tmp_path, monkeypatch):
+    from awloss.bench.api import Results
+    from awloss.bench.datasets import Metric
+    from awloss.bench.report import summarise
+    from awloss.bench.verdict import compare_to_ew, recommend
+
+    metrics = [Metric("mae_a", "a", False), Metric("mae_b", "b", False)]
+    runs = [_run("ew", s, [[1, 1], [1, 1]], [2.0 + s, 1.5 + s]) for s in range(3)]
+    runs += [_run("uw", s, [[1e-4, 1.0], [1e-3, 2.0]], [0.9 * (2.0 + s), (0.9 + 0.001 * s) * (1.5 + s)]) for s in range(3)]
+    summary = summarise(runs, [], metrics, ["a", "b"])
+    comp = compare_to_ew(runs, {"mae_a": False, "mae_b": False}, "ew")
+    verdict = recommend(comp, {"ew": 1.0, "uw": 1.0}, ew="ew", n_seeds=3)
+    assert verdict["method"] == "uw"
+    log_panels = []
+    real = plots._finish
+
+    def spy(fig, plt_, path, title, rows):
+        log_panels.extend(ax.get_title() for ax in fig.axes if ax.get_yscale() == "log")
+        if path.name == "summary.png":
+            labels = fig.axes[0].get_legend_handles_labels()[1]
+            assert "recommended: uw" in labels
+            assert "recommended: uw" in title
+        return real(fig, plt_, path, title, rows)
+
+    monkeypatch.setattr(plots, "_finish", spy)
+    res = Results("toy", summary, verdict, comp, runs, [], metrics, ["a", "b"], "t", payload={"config": {"seeds": [0, 1, 2], "train": {"epochs": 2}}})
+    paths = plots.plot_all(tmp_path, res)
+    assert [p.name for p in paths] == ["curves.png", "weights.png", "delta_m.png", "summary.png"]
+    assert log_panels == ["uw (log scale)"]  # weights spanning 4 decades; ew's constant weights stay linear
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

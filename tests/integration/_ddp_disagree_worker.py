@@ -1,0 +1,212 @@
+"""DDP worker for ranks that disagree: ``python _ddp_disagree_worker.py RANK WORLD INIT_FILE OUT_DIR CASE...``.
+
+Each case makes the ranks disagree in one way (key order, a NaN on one rank, a different task count, ``None``
+or a shared parameter on one rank only, ``update()`` on one rank only), catches what the bad step raises —
+as a training loop that skips a bad batch would — and then runs one *good* synchronised step, which only
+completes if the ranks are still in step. Results go to ``OUT_DIR/rank{RANK}.pt`` after every case, so a
+case that hangs (the process group's timeout is short) still leaves the earlier ones.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import awloss
+
+TIMEOUT_S = 20  # gloo's own timeout: a rank left waiting in a collective raises after this
+
+
+def _err(e: BaseException) -> dict:
+    return {"type": type(e).__name__, "msg": " ".join([str(e), *getattr(e, "__notes__", [])])}
+
+
+def _good_weighting_step(w, rank: int) -> torch.Tensor:
+    """One synced call that every rank makes alike: returns the weights (equal on every rank iff in step)."""
+    losses = {n: torch.tensor(1.0 + rank + i, requires_grad=True) for i, n in enumerate(w.task_names or "ab")}
+    if w.task_names is None:
+        losses = list(losses.values())
+    w(losses)
+    return w.weights.detach().clone()
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Module()
+    net.trunk = nn.Linear(3, 4).double()
+    net.extra = nn.Linear(4, 4).double()  # a shared layer some ranks may skip
+    net.heads = nn.ModuleList(nn.Linear(4, 1).double() for _ in range(3))
+    return net
+
+
+def _task_losses(net: nn.Module, rank: int, tasks: int = 3, skip_extra: bool = False) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(10 + rank)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    h = torch.tanh(net.trunk(x))
+    if not skip_extra:
+        h = h + torch.tanh(net.extra(h))
+    return [net.heads[i](h).pow(2).mean() * (i + 1) for i in range(tasks)]
+
+
+def _good_backward_step(net: nn.Module, rank: int, agg) -> dict:
+    net.zero_grad()
+    w = awloss.backward(_task_losses(net, rank), [*net.trunk.parameters(), *net.extra.parameters()], agg)
+    return {"weights": w.clone(), "grads": [p.grad.clone() for p in net.parameters()]}
+
+
+def case(name: str, rank: int, world: int) -> dict:
+    out: dict = {}
+    t = lambda v: torch.tensor(float(v), requires_grad=True)  # noqa: E731
+    if name == "w_key_order":  # rank 0 builds {"a", "b"}, rank 1 {"b", "a"}
+        w = awloss.get("si")
+        a, b = t(1.0 + 2 * rank), t(100.0 + 200 * rank)  # means over 2 ranks: a = 2, b = 200
+        w({"a": a, "b": b} if rank == 0 else {"b": b, "a": a})
+        out["names"] = w.task_names
+        out["weights"] = w.weights.detach().clone()
+        uw = awloss.get("uw", num_tasks=2)
+        la, lb = t(1.0 + 2 * rank), t(100.0 + 200 * rank)
+        uw({"a": la, "b": lb} if rank == 0 else {"b": lb, "a": la}).backward()
+        out["uw_grad"] = uw.log_var.grad.clone()
+        out["uw_names"] = uw.task_names
+        uw2 = awloss.get("uw", num_tasks=2)  # later calls keep the agreed order
+        uw2({"a": la, "b": lb})
+        out["later"] = uw({"a": la, "b": lb} if rank == 0 else {"b": lb, "a": la}).detach()
+    elif name == "w_nan_one_rank":
+        w = awloss.get("uw", num_tasks=2)
+        w({"a": t(1.0), "b": t(2.0)})
+        try:
+            w({"a": t(1.0), "b": t(float("nan") if rank == 1 else 2.0)})
+            out["bad"] = None
+        except Exception as e:
+            out["bad"] = _err(e)
+        out["good"] = _good_weighting_step(w, rank)
+    elif name == "w_count_fixed":  # a weighting of 2 tasks given 3 on rank 1
+        w = awloss.get("uw", num_tasks=2)
+        w(t(1.0), t(2.0))
+        try:
+            w(*([t(1.0), t(2.0)] + ([t(3.0)] if rank == 1 else [])))
+            out["bad"] = None
+        except Exception as e:
+            out["bad"] = _err(e)
+        out["good"] = _good_weighting_step(w, rank)
+    elif name == "w_count_free":  # a weighting without num_tasks: 2 losses on rank 0, 3 on rank 1
+        w = awloss.get("si")
+        w(t(1.0), t(2.0))
+        try:
+            w(*([t(1.0), t(2.0)] + ([t(3.0)] if rank == 1 else [])))
+            out["bad"] = None
+        except Exception as e:
+            out["bad"] = _err(e)
+        out["good"] = _good_weighting_step(w, rank)
+    elif name == "w_names_differ":  # first call: {"a", "b"} on rank 0, {"a", "c"} on rank 1
+        w = awloss.get("uw", num_tasks=2)
+        try:
+            w({"a": t(1.0), ("b" if rank == 0 else "c"): t(2.0)})
+            out["bad"] = None
+        except Exception as e:
+            out["bad"] = _err(e)
+    elif name == "w_none_one_rank":  # a task absent on rank 1 only: same layout, no error
+        w = awloss.get("uw", num_tasks=2)
+        w({"a": t(1.0), "b": t(3.0) if rank == 0 else None})
+        out["weights"] = w.weights.detach().clone()
+        out["good"] = _good_weighting_step(w, rank)
+    elif name == "w_update_one_rank":  # FAMO.update() on rank 0 only, then the next step's call
+        w = awloss.get("famo", num_tasks=2)
+        w(t(1.0), t(2.0))
+        try:
+            if rank == 0:
+                w.update(torch.tensor(0.9), torch.tensor(1.9))
+            w(t(1.0), t(2.0))
+            out["bad"] = None
+        except Exception as e:
+            out["bad"] = _err(e)
+    elif name == "b_key_order":
+        net, agg = _net(), awloss.get("upgrad")
+        ls = _task_losses(net, rank)
+        d = {"a": ls[0], "b": ls[1], "c": ls[2]}
+        if rank == 1:
+            d = {"c": ls[2], "a": ls[0], "b": ls[1]}
+        try:
+            awloss.backward(d, net.trunk.parameters(), agg, task_params=[*net.extra.parameters(), *net.heads.parameters()])
+            out["bad"] = None
+        except Exception as e:
+            out["bad"] = _err(e)
+        out["good"] = _good_backward_step(net, rank, agg)
+    elif name == "b_nan_one_rank":
+        net, agg = _net(), awloss.get("upgrad")
+        ls = _task_losses(net, rank)
+        if rank == 1:
+            ls[1] = ls[1] * float("nan")
+        try:
+            awloss.backward(ls, [*net.trunk.parameters(), *net.extra.parameters()], agg)
+            out["bad"] = None
+        except Exception as e:
+            out["bad"] = _err(e)
+        out["good"] = _good_backward_step(net, rank, agg)
+    elif name == "b_count":
+        net, agg = _net(), awloss.get("upgrad")
+        try:
+            ls = _task_losses(net, rank, tasks=3 if rank == 0 else 2)
+            awloss.backward(ls, [*net.trunk.parameters(), *net.extra.parameters()], agg)
+            out["bad"] = None
+        except Exception as e:
+            out["bad"] = _err(e)
+        out["good"] = _good_backward_step(net, rank, agg)
+    elif name in ("b_none_one_rank", "b_none_one_rank_auto"):  # task 2 absent on rank 1
+        net, agg = _net(), awloss.get("upgrad")
+        ls = _task_losses(net, rank)
+        if rank == 1:
+            ls[2] = None
+        heads = None if name.endswith("auto") else list(net.heads.parameters())
+        try:
+            w = awloss.backward(ls, [*net.trunk.parameters(), *net.extra.parameters()], agg, task_params=heads)
+            out["bad"] = None
+            out["weights"] = w.clone()
+            out["grads"] = [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+        except Exception as e:
+            out["bad"] = _err(e)
+        out["good"] = _good_backward_step(net, rank, agg)
+    elif name == "b_shared_one_rank":  # `net.extra` (shared) is used on rank 0 only
+        net, agg = _net(), awloss.get("upgrad")
+        try:
+            ls = _task_losses(net, rank, skip_extra=rank == 1)
+            w = awloss.backward(ls, [*net.trunk.parameters(), *net.extra.parameters()], agg,
+                                task_params=net.heads.parameters())
+            out["bad"] = None
+            out["weights"] = w.clone()
+            out["grads"] = [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+        except Exception as e:
+            out["bad"] = _err(e)
+        out["good"] = _good_backward_step(net, rank, agg)
+    else:
+        raise ValueError(name)
+    return out
+
+
+def main() -> None:
+    import torch.distributed as dist
+
+    rank, world, init_file, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    results: dict = {}
+    try:
+        for name in sys.argv[5:]:
+            try:
+                results[name] = case(name, rank, world)
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                results[name] = {"crash": _err(e), "tb": traceback.format_exc()[-2000:]}
+            torch.save(results, out_dir / f"rank{rank}.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
