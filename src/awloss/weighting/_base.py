@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .._inputs import as_loss_vector, check_int
-from ..distributed import maybe_sync, sync_update_losses
+from ..distributed import is_distributed, maybe_sync, sync_update_losses
 
 __all__ = ["Weighting"]
 
@@ -111,15 +111,20 @@ class Weighting(nn.Module):
         (``update(*losses)`` of a subclass receives losses already averaged over the ranks.) Under DDP an
         error of this rank's checks is raised after the all-reduce, on every rank (:mod:`awloss.distributed`);
         so is an earlier call's failed deferred check (``poll``: read here, inside the local step).
-        ``fused``: ``forward`` pushes its own value flag in deferred mode.
+        ``fused``: ``forward`` pushes its own value flag in deferred mode. Under DDP the value check is
+        immediate: its verdict rides the header of the all-reduce, which the host reads anyway.
         """
-        if not fused and not poll:
+        if sync and is_distributed(self.process_group):
+            local = functools.partial(self._local_loss_vector, poll=poll, immediate=True)
+        elif not fused and not poll:
             local = self._local_loss_vector
         else:
             local = functools.partial(self._local_loss_vector, fused=fused, poll=poll)
         return maybe_sync(self, local, losses) if sync else local(losses)
 
-    def _local_loss_vector(self, losses: tuple[Any, ...], *, fused: bool = False, poll: bool = False) -> Tensor:
+    def _local_loss_vector(
+        self, losses: tuple[Any, ...], *, fused: bool = False, poll: bool = False, immediate: bool = False
+    ) -> Tensor:
         """This rank's losses as ``Tensor[T]``, checked (count, names, device, values)."""
         if poll and not torch.compiler.is_compiling():
             _checks.poll(self)  # the flags of the earlier calls (a host read of values that are ready)
@@ -129,15 +134,15 @@ class Weighting(nn.Module):
             self._task_names = tuple(names)
         self._check_device(vec, device)
         self.__dict__["_all_positive"] = False  # set by `_check_values` when it proves every loss > 0
-        self._check_input(vec, fused=fused)
+        self._check_input(vec, fused=fused, immediate=immediate)
         return vec
 
-    def _check_input(self, vec: Tensor, *, fused: bool = False) -> None:
+    def _check_input(self, vec: Tensor, *, fused: bool = False, immediate: bool = False) -> None:
         """Check ``vec``: at once ("immediate"), or as a device flag read at the next call ("deferred")."""
         if torch.compiler.is_compiling():
             return
         mode = _checks.check_mode(self) if self.check_finite else None
-        if mode == "immediate":
+        if mode == "immediate" or (mode is not None and immediate):
             self._check_values(vec)
         elif mode is not None and not fused:
             d = vec.detach()
@@ -145,7 +150,12 @@ class Weighting(nn.Module):
 
     def _push_flag(self, flag: Tensor, vec: Tensor) -> None:
         """For ``_fused_check`` methods: ``flag`` (e.g. the objective: NaN/inf for a bad loss) vouches for ``vec``."""
-        if self.check_finite and not torch.compiler.is_compiling() and _checks.check_mode(self) == "deferred":
+        if (
+            self.check_finite
+            and not torch.compiler.is_compiling()
+            and _checks.check_mode(self) == "deferred"
+            and not is_distributed(self.process_group)  # under DDP the base checked at once
+        ):
             d = vec.detach()
             _checks.push(self, flag, lambda m: m._check_values(d), "deferred")
 
