@@ -107,6 +107,16 @@ NOTES: dict[str, tuple[str, str, str]] = {
     "pcd": ("Varam et al., TMLR 2026", "https://openreview.net/forum?id=HT01yGHLEt",
             "One main task (row 0) and auxiliary tasks that must still make a little progress (τ); "
             "the update follows the main task otherwise."),
+    "excess_mtl": ("He et al., ICML 2024", "https://proceedings.mlr.press/v235/he24n.html",
+                   "Tasks with label noise or irreducible loss: weights follow the estimated excess risk, not the "
+                   "raw loss. Keeps a T × n buffer of squared gradients."),
+    "moco": ("Fernando et al., ICLR 2023", "https://openreview.net/forum?id=dLAYGdKTi2",
+             "Stochastic MGDA without its bias: tracked gradients and one weight step per batch; "
+             "keeps a T × n buffer."),
+    "modo": ("Chen et al., NeurIPS 2023", "https://arxiv.org/abs/2305.20057",
+             "Stochastic MGDA weights from two independent batches (here: this and the previous step)."),
+    "sdmgrad": ("Xiao et al., NeurIPS 2023", "https://arxiv.org/abs/2305.18409",
+                "MGDA pulled toward the mean gradient (λ = 0.3), two-batch stochastic weights."),
     "cr_mogm": ("Zhou et al., NeurIPS 2022", "",
                 "Smooths the noisy per-batch weights of MGDA-style methods (stochastic bias); costs what the "
                 "wrapped method costs."),

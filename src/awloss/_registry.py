@@ -6,9 +6,29 @@ Names are case-insensitive and ``-``/``_`` are interchangeable, so ``get("Auto-W
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-__all__ = ["register", "get", "available", "get_class"]
+if TYPE_CHECKING:
+    from .aggregation._base import Aggregator
+    from .weighting._base import Weighting
+
+__all__ = ["register", "get", "available", "get_class", "WeightingName", "AggregatorName"]
+
+# Every registered spelling, by level, so that type checkers know what `get` returns. A test keeps these in step
+# with the registry: a new method adds its names here.
+WeightingName = Literal[
+    "automatic_weighted_loss", "awl", "constant", "cosmos", "dwa", "dynamic_weight_average", "equal", "ew", "famo",
+    "fixed", "geometric", "geometric_mean", "gls", "gradnorm", "imtl_l", "imtll", "kendall", "liebel", "log_sum",
+    "ls", "mean", "pbi", "random", "random_weighting", "rlw", "scale_invariant", "si", "smooth_tchebycheff",
+    "soft_optimal_uncertainty", "static", "stch", "sum", "uncertainty", "uncertainty_weighting", "uw", "uw_log1p",
+    "uw_so", "uwso"
+]
+AggregatorName = Literal[
+    "aligned_mtl", "amtl", "cagrad", "config", "conflictfree", "cr_mogm", "crmogm", "db_mtl", "dbmtl", "dualproj",
+    "excess_mtl", "excessmtl", "fair_grad", "fairgrad", "grad_constant", "grad_fixed", "grad_mean", "grad_random",
+    "grad_rlw", "grad_sum", "graddrop", "gradvac", "imtl_g", "imtlg", "krum", "mgda", "moco", "modo", "multi_krum",
+    "nash_mtl", "nashmtl", "pcd", "pcgrad", "sdmgrad", "trimmed_mean", "trimmedmean", "upgrad"
+]
 
 _CLASSES: dict[str, type] = {}  # canonical name -> class
 _LOOKUP: dict[str, str] = {}  # every accepted spelling -> canonical name
@@ -86,6 +106,12 @@ def get_class(name: str) -> type:
     return _CLASSES[canonical]
 
 
+@overload
+def get(name: WeightingName, /, **kwargs: Any) -> Weighting: ...
+@overload
+def get(name: AggregatorName, /, **kwargs: Any) -> Aggregator: ...
+@overload
+def get(name: str, /, **kwargs: Any) -> Weighting | Aggregator: ...
 def get(name: str, /, **kwargs: Any) -> Any:
     """Build the method registered under ``name`` with ``kwargs``.
 

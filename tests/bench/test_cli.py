@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import awloss
-from awloss.bench import cli, engine, runner
+from awloss.bench import engine, runner
 from awloss.bench.cli import main, parse_method_args
 from awloss.bench.datasets import BenchError, get_dataset
 from awloss.weighting import Weighting

@@ -145,23 +145,32 @@ def test_gramian_entry_point_validates():
         agg.verify()
 
 
-def test_solver_failure_is_reported_not_swallowed(monkeypatch):
-    from awloss.aggregation import _upgrad
+def test_solver_failure_falls_back_counted_and_warned_once(monkeypatch):
+    """Policy: a finite Gramian never raises; an uncertified solve uses the documented safe answer (here the
+    mean gradient), is counted in `solver_fallbacks` and warned once."""
+    from awloss.aggregation import SolverFallbackWarning, _upgrad
 
     def broken(A, b, **kw):
         return torch.zeros_like(b), torch.zeros(b.shape[0], dtype=torch.bool)
 
     monkeypatch.setattr(_upgrad, "nnqp", broken)
     agg = awloss.get("upgrad")
-    agg(torch.randn(3, 5))
-    with pytest.raises(SolverError, match="UPGrad: the dual-cone projection QP did not converge"):
-        agg(torch.randn(3, 5))  # the deferred check of the first call
-    agg.check = "immediate"
-    with pytest.raises(SolverError, match="UPGrad: the dual-cone projection QP did not converge"):
-        agg(torch.randn(3, 5))
-    agg.check = False  # the user opted out of the check
-    agg(torch.randn(3, 5))
-    agg.verify()
+    J = torch.randn(3, 5)
+    with pytest.warns(SolverFallbackWarning, match="UPGrad: the dual-cone projection QP could not certify"):
+        out = agg(J)
+    torch.testing.assert_close(out, J.mean(dim=0))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per instance
+        agg(J)
+    assert agg.solver_fallbacks == 2
+    agg.reset()
+    assert agg.solver_fallbacks == 0
+    agg.check = False  # no host read on accelerators: still counted
+    with pytest.warns(SolverFallbackWarning):  # on the CPU the flag is free to read, so it still warns
+        agg(J)
+    assert agg.solver_fallbacks == 1
 
 
 def test_constructor_arguments_are_validated():
@@ -188,3 +197,54 @@ def test_non_weighted_aggregators_say_so():
         _ = agg.weights
     with pytest.raises(RuntimeError, match="only after the first call"):
         _ = awloss.get("mgda").weights
+
+
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_output_and_weights_are_detached(name):
+    """Issue 11 §1: old main kept the autograd graph through the solvers (`upgrad(torch.ones(3, 5,
+    requires_grad=True)).requires_grad` was True); the weights are a non-differentiable choice."""
+    for J in (torch.ones(3, 5, requires_grad=True), torch.randn(3, 5, requires_grad=True)):
+        agg = make(name, 3)
+        out = agg(J)
+        assert not out.requires_grad and out.grad_fn is None
+        if agg._weights is not None:
+            assert not agg._weights.requires_grad
+
+
+# stateful non-Gramian methods must leave a zero row out in their own `forward` (the base cannot index their
+# state); these do not yet (issue 11 §2): reported to the lead, strict so that a fix shows up here
+ZERO_ROW_NOT_YET: set[str] = set()  # ExcessMTL, MoCo, MoDo, SDMGrad leave zero rows out in forward since issue 15
+
+
+@pytest.mark.parametrize("position", [0, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_a_zero_row_is_left_out(name, dtype, position, request):
+    """Issue 11 §2: a zero row (a task absent from the batch, or one that does not reach the shared
+    parameters) is left out of the solve: weight 0, and the other tasks get exactly what T - 1 tasks get.
+    Old main: MGDA returned 0, Nash-MTL / CAGrad reported weights of 1e4-2e5 for the zero row."""
+    if name in ZERO_ROW_NOT_YET:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="zero row not left out yet (issue 11 §2)"))
+    cls = awloss.get_class(name)
+    J = torch.randn(3, 7, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    Jz = torch.cat([J[:position], torch.zeros(1, 7, dtype=dtype), J[position:]])
+    keep = [i for i in range(4) if i != position]
+    if cls.zero_rows == "kept":  # documented: the weights do not depend on the rows
+        agg = make(name, 4)
+        out = agg(Jz)
+        torch.testing.assert_close(out, agg.weights[keep] @ J)
+        return
+    assert cls.zero_rows == "left_out"
+    torch.manual_seed(0)
+    ref_agg = make(name, 3)
+    ref = ref_agg(J)
+    torch.manual_seed(0)
+    agg = make(name, 3)  # the same hyper-parameters, given one more (zero) row
+    out = agg(Jz)
+    torch.testing.assert_close(out, ref)
+    if agg._weights is not None:
+        assert float(agg._weights[position]) == 0.0
+        torch.testing.assert_close(agg._weights[keep], ref_agg._weights)
+    two = make(name, 2)(torch.stack([J[0], torch.zeros(7, dtype=dtype)]))  # one task left: along its gradient
+    cos = torch.nn.functional.cosine_similarity(two.double(), J[0].double(), dim=0)
+    assert float(two.norm()) > 0 and float(cos.abs()) > 1 - 1e-5

@@ -108,8 +108,8 @@ def test_an_absent_task_reaches_the_aggregator_as_a_zero_row(name, method):
         with pytest.raises(ValueError, match="representation="):
             awloss.backward(losses, shared, agg, representation=f)
         return
-    log = type(agg).transform_items is not Aggregator.transform_items
-    rows = [None if L is None else (torch.log(L + agg.eps) if log else L) for L in losses]
+    present = iter(make(name).transform_items([L for L in losses if L is not None]))  # DB-MTL: log-losses
+    rows = [None if L is None else next(present) for L in losses]
     J = _jacobian(rows, [f] if rep else shared)
     torch.manual_seed(7)
     expected = ref(J)
@@ -126,3 +126,117 @@ def test_an_absent_task_reaches_the_aggregator_as_a_zero_row(name, method):
         torch.testing.assert_close(w, ref.weights)
     assert heads[1].weight.grad is None and heads[0].weight.grad is not None
     torch.testing.assert_close(heads[0].weight.grad, head0)
+
+
+# ---------------------------------------------------------------- the engine contract
+def _engines():
+    from awloss._backward._batched import BatchedEngine
+    from awloss._backward._loop import GradLoopEngine, LoopEngine
+    from awloss._backward._summed import SummedEngine
+
+    return {
+        "loop": lambda shared, heads: LoopEngine(shared, {}),
+        "grad_loop": lambda shared, heads: GradLoopEngine(shared, heads, {}),
+        "batched": lambda shared, heads: BatchedEngine(shared, heads, {}),
+        "summed": lambda shared, heads: SummedEngine(shared, {}),
+    }
+
+
+def _run_engine(engine, losses, agg):
+    """The pipeline of ``awloss.backward`` with a given engine (no DDP here: the reduction is the identity)."""
+    from awloss._backward._aggregate import aggregate
+    from awloss._backward._gather import gather_losses
+    from awloss._backward._reduce import reduce_jacobian
+
+    task = gather_losses(losses, agg, None)
+    jac = reduce_jacobian(engine.jacobian(task, False), len(task.items))
+    updates, overflow = aggregate(agg, jac, len(task.items), task.scale)
+    engine.write(jac, updates, False)
+    return None if overflow else agg._weights
+
+
+ENGINE_CASES = [
+    (name, engine)
+    for name in AGGREGATORS
+    for engine in ("loop", "grad_loop", "batched", "summed")
+    if engine != "summed" or getattr(awloss.get_class(name), "_uniform", False)  # constant-weight methods only
+]
+
+
+@pytest.mark.parametrize(("name", "engine"), ENGINE_CASES)
+def test_every_engine_gives_the_same_weights_and_grad(name, engine):
+    """Same inputs, same ``.grad`` (shared and heads) and weights as the aggregator on the manual Jacobian;
+    one task absent and one shared parameter unused (its ``.grad`` stays ``None``)."""
+    trunk, heads, xs = _model()
+    unused = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    shared = [*trunk.parameters(), unused]
+    head_params = list(heads.parameters())
+    f = trunk(xs[0])
+    losses = [(h(f).squeeze(-1) - i).pow(2).mean() for i, h in enumerate(heads)]
+    losses[2] = None
+    agg, ref = make(name), make(name)
+    present = iter(make(name).transform_items([L for L in losses if L is not None]))  # DB-MTL: log-losses
+    rows = [None if L is None else next(present) for L in losses]
+    J = _jacobian(rows, shared[:-1])
+    head_ref = torch.autograd.grad(
+        sum(r for r in rows if r is not None), head_params, retain_graph=True, allow_unused=True
+    )
+    torch.manual_seed(7)
+    expected = ref(J)
+    torch.manual_seed(7)
+    w = _run_engine(_engines()[engine](shared, head_params), losses, agg)
+    torch.testing.assert_close(torch.cat([p.grad.reshape(-1) for p in shared[:-1]]), expected)
+    assert unused.grad is None
+    for p, g in zip(head_params, head_ref):  # the absent task's head: no gradient (None or, loop engines, 0)
+        if g is None:
+            assert p.grad is None or not p.grad.any()
+        else:
+            torch.testing.assert_close(p.grad, g)
+    if ref.weighted:
+        torch.testing.assert_close(w, ref.weights)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_the_representation_engine_batched_or_not_gives_the_same_result(batched):
+    from awloss._backward._graph import walk
+    from awloss._backward._representation import RepresentationEngine
+
+    trunk, heads, xs = _model()
+    shared = list(trunk.parameters())
+    f = trunk(xs[0])
+    losses = [(h(f).squeeze(-1) - i).pow(2).mean() for i, h in enumerate(heads)]
+    Jz = torch.stack([torch.autograd.grad(L, f, retain_graph=True)[0] for L in losses])
+    ref = awloss.get("upgrad")
+    expected = torch.autograd.grad(f, shared, ref(Jz), retain_graph=True)
+    above = walk(losses, f.grad_fn, {id(p) for p in shared} | {id(f)})
+    engine = RepresentationEngine(shared, f, above, batched, {})
+    w = _run_engine(engine, losses, awloss.get("upgrad"))
+    torch.testing.assert_close(w, ref.weights)
+    for p, g in zip(shared, expected):
+        torch.testing.assert_close(p.grad, g)
+    assert all(p.grad is not None for p in heads.parameters())
+
+
+def test_the_engine_chosen_for_each_case(monkeypatch):
+    from awloss._backward import _choose, _engine
+    from awloss._backward._gather import gather_losses
+
+    trunk, heads, xs = _model()
+    shared = list(trunk.parameters())
+
+    def chosen(name="upgrad", representation=False, task_params=None, method="auto", distributed=False):
+        monkeypatch.setattr(_choose, "is_distributed", lambda: distributed)
+        f = trunk(xs[0])
+        losses = [h(f).pow(2).mean() for h in heads]
+        agg = awloss.get(name)
+        task = gather_losses(losses, agg, None)
+        rep = f if representation else None
+        return _choose.choose_engine(task, shared, agg, rep, task_params, method).name
+
+    assert chosen() == "loop" and chosen(method="batched") == "batched"
+    assert chosen("grad_sum") == "summed" and chosen("grad_mean", method="batched") == "summed"
+    assert chosen(task_params=heads.parameters()) == "grad_loop" and chosen(distributed=True) == "grad_loop"
+    assert chosen("grad_sum", distributed=True) == "grad_loop"
+    assert chosen(representation=True) == "representation"
+    monkeypatch.setattr(_engine, "auto_batches", lambda device: True)  # as on an accelerator
+    assert chosen() == "batched" and chosen(method="loop") == "loop"

@@ -19,7 +19,7 @@ from torch import nn
 
 import awloss
 
-TIMEOUT_S = 20  # gloo's own timeout: a rank left waiting in a collective raises after this
+TIMEOUT_S = 60  # gloo's own timeout (also the rendezvous's): a rank left waiting in a collective raises after this
 
 
 def _err(e: BaseException) -> dict:

@@ -1,7 +1,7 @@
 """DDP with ranks that disagree (issue 11 §5): every rank gets the same answer or the same error, never a hang.
 
 One pair of gloo processes runs every case of ``_ddp_disagree_worker.py`` in turn; its process group times
-out after 20 s, and the whole run is killed after 240 s, so a regression fails instead of hanging. After each
+out after 60 s, and the whole run is killed after 300 s, so a regression fails instead of hanging. After each
 bad step the worker runs a good synchronised step, which completes only if the ranks are still in step.
 """
 
@@ -39,11 +39,11 @@ def ranks(tmp_path_factory) -> list[dict]:
     logs = []
     for p in procs:
         try:
-            logs.append(p.communicate(timeout=240)[0])
+            logs.append(p.communicate(timeout=300)[0])
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
-            logs.append("(killed after 240 s)")
+            logs.append("(killed after 300 s)")
     out = []
     for r in range(2):
         f = tmp / f"rank{r}.pt"

@@ -61,7 +61,7 @@ def test_bad_arguments(tmp_path, monkeypatch):
     uw = awloss.UncertaintyWeighting(2)
     with pytest.raises(ValueError, match="`every`.*0"):
         WeightLogger(uw, csv_path=tmp_path / "x.csv", every=0)
-    with pytest.raises(ValueError, match="csv_path"):
+    with pytest.raises(ValueError, match="csv_path.*callback"):
         WeightLogger(uw)
     logger = WeightLogger(uw, csv_path=tmp_path / "x.csv")
     logger.log(0)
@@ -71,3 +71,37 @@ def test_bad_arguments(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(ImportError, match=r"awloss\[tensorboard\]"):
         WeightLogger(uw, tensorboard=tmp_path / "tb")
+
+
+class _FakeTracker:
+    """Stands in for wandb.log / mlflow.log_metrics: records (metrics, step) exactly as those receive them."""
+
+    def __init__(self):
+        self.calls = []
+
+    def log(self, row, step):
+        self.calls.append((row, step))
+
+
+def test_callback_receives_every_logged_row_for_any_tracker(tmp_path):
+    uw = awloss.UncertaintyWeighting(2, task_names=["seg", "depth"])
+    wandb_like, mlflow_like = _FakeTracker(), _FakeTracker()
+    logger = WeightLogger(uw, every=2, callback=[lambda row, step: wandb_like.log(row, step=step), mlflow_like.log])
+    for step in range(5):
+        uw(torch.tensor(1.0 + step), torch.tensor(2.0))
+        logger.log(step, loss=float(step))
+    assert [s for _, s in wandb_like.calls] == [0, 2, 4]
+    row, step = wandb_like.calls[-1]
+    assert set(row) == {"weight/seg", "weight/depth", "sigma/seg", "sigma/depth", "loss"} and row["loss"] == 4.0
+    assert mlflow_like.calls == wandb_like.calls
+    row["loss"] = -1.0  # a tracker that mutates its row does not change what the next one receives
+    assert mlflow_like.calls[-1][0]["loss"] == 4.0
+
+
+def test_callback_only_logger_and_bad_callback():
+    uw = awloss.UncertaintyWeighting(2)
+    seen = []
+    WeightLogger(uw, callback=lambda row, step: seen.append(step)).log(7)
+    assert seen == [7]
+    with pytest.raises(TypeError, match="`callback` must be a callable"):
+        WeightLogger(uw, callback=[print, "not callable"])

@@ -447,3 +447,41 @@ def test_sigma_mode_bit_identical_for_any_loss_dtype(dtypes):
         assert torch.equal(outs[0][0], outs[1][0]) and outs[0][0].dtype == outs[1][0].dtype
         assert all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1]))
         assert torch.equal(seed.params, awl.params)
+
+
+def test_awl_as_a_submodule_of_the_model_and_its_prefixed_seed_checkpoint():
+    """mT-ICL / fairseq style: `self.loss_weight = AutomaticWeightedLoss(2)` inside the model, so
+    `model.parameters()` holds σ (with the model's weight decay) and the checkpoint key is prefixed."""
+    import pickle
+
+    class Net(nn.Module):
+        def __init__(self, awl):
+            super().__init__()
+            self.body, self.loss_weight = Heads(), awl
+
+        def forward(self, x, y):
+            return self.loss_weight(*task_losses(self.body, x, y))
+
+    torch.manual_seed(0)
+    seed_net = Net(SeedAWL(2))
+    nets = [seed_net, Net(AutomaticWeightedLoss(2, parameterization="sigma")), Net(AutomaticWeightedLoss(2))]
+    for net in nets[1:]:
+        net.body.load_state_dict(seed_net.body.state_dict())
+    opts = [torch.optim.SGD(n.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-3) for n in nets]
+    for x, y in batches(15):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            net(x, y).backward()
+            opt.step()
+    assert torch.equal(nets[0].loss_weight.params, nets[1].loss_weight.params)
+    state = seed_net.state_dict()
+    assert "loss_weight.params" in state
+    for mode in ("sigma", "log_variance"):
+        fresh = Net(AutomaticWeightedLoss(2, parameterization=mode))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fresh.load_state_dict(state)
+        assert (len(caught) == 1) == (mode == "log_variance")
+        torch.testing.assert_close(fresh.loss_weight.sigma, seed_net.loss_weight.params.detach().abs())
+        clone = pickle.loads(pickle.dumps(fresh.loss_weight))
+        assert torch.equal(clone.params, fresh.loss_weight.params)

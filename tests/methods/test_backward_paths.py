@@ -10,7 +10,7 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 import awloss
-from awloss import _backward
+from awloss._backward import _engine
 
 T = 3
 
@@ -179,8 +179,8 @@ def _reference(kind):
 @pytest.fixture
 def auto_batches(monkeypatch):
     """Make ``method="auto"`` choose the batched path on the CPU, as it does on accelerators."""
-    monkeypatch.setattr(_backward, "_auto_batches", lambda device: True)
-    monkeypatch.setattr(_backward, "_SAID", set())
+    monkeypatch.setattr(_engine, "auto_batches", lambda device: True)
+    monkeypatch.setattr(_engine, "_SAID", set())
 
 
 @pytest.mark.parametrize("kind", ["sparse", "reentrant", "custom"])

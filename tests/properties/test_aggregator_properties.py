@@ -88,6 +88,11 @@ def test_mgda_returns_the_min_norm_point_of_the_hull(J):
     assert ((Gw - val).abs()[w > 1e-9] <= tol).all(), "KKT: equal on the support"
 
 
+# Their weights follow a step whose size depends on the gradients' scale, as in the papers: MoCo's, MoDo's
+# and ExcessMTL's weight steps (γ·YYᵀλ, γ·GΛ, η·excess risk), SDMGrad's 1e-8 in its normalisation.
+SCALE_DEPENDENT = {"moco", "modo", "excess_mtl", "sdmgrad"}
+
+
 @pytest.mark.parametrize("name", AGGREGATORS)
 @SETTINGS
 @given(J=jacobians(), log_c=st.floats(-3, 3))
@@ -98,6 +103,9 @@ def test_scaling_behaviour(name, J, log_c):
     kw = {"eps": 0.0} if name == "pcd" else {}  # PCD's eps under the norm averages breaks exact homogeneity
     out, w = run(name, J, **kw)
     out_c, w_c = run(name, c * J, **kw)
+    if name in SCALE_DEPENDENT:
+        assert torch.isfinite(out_c).all() and (w_c is None or torch.isfinite(w_c).all())
+        return
     if name == "nash_mtl":
         assert torch.isfinite(out_c).all() and float(out_c.norm()) <= 1.0 + 1e-6  # clipped to max_norm = 1
         out_n, _ = run(name, J, max_norm=0.0)

@@ -116,6 +116,9 @@ def test_krum_ties_are_shared_and_absent_rows_skipped():
     J = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.2, 0.0], [0.0, 0.0]])
     agg(J)  # the three zero rows are closest to each other but absent: never selected
     assert agg.weights[[0, 1, 4]].abs().sum() == 0
+    J4 = torch.randn(4, 3)
+    J4[1] = 0  # an absent task does not make a valid configuration invalid (the base solves 3 rows)
+    assert torch.isfinite(awloss.get("krum", n_byzantine=1)(J4)).all()
     with pytest.raises(ValueError, match="`n_byzantine` = 2 needs at least 5 tasks"):
         awloss.get("krum", n_byzantine=2)(torch.randn(4, 3))
     with pytest.raises(ValueError, match="`n_selected` = 5 must be <="):
@@ -312,3 +315,163 @@ def test_pcd_special_cases_as_torchjd():
         awloss.get("pcd", tau=1.5)
     with pytest.raises(ValueError, match="`beta` must be in"):
         awloss.get("pcd", beta=1.0)
+
+
+# ------------------------------------------------------------------ excess_mtl
+@pytest.mark.parametrize("warmup", [0, 3])
+@pytest.mark.parametrize("T", [3, 5, 10])
+def test_excess_mtl_matches_torchjd_over_calls(T, warmup):
+    """Eight calls on changing Jacobians: equal to round-off (1e-12 of the largest entry; seen: 0)."""
+    ours, ref = awloss.get("excess_mtl", n_warmup_steps=warmup), tja.ExcessMTL(n_warmup_steps=warmup)
+    for step in range(8):
+        J = make_jacobian(T, ("well", "ill", "rank")[step % 3], seed=step)
+        _close(ours(J), ref(J), 1e-12)
+    ours32, ref32 = awloss.get("excess_mtl", n_warmup_steps=warmup), tja.ExcessMTL(n_warmup_steps=warmup)
+    for step in range(4):
+        J = make_jacobian(T, "well", seed=step).float()
+        _close(ours32(J), ref32(J), 1e-5, torch.float32)
+
+
+def test_excess_mtl_absent_task_and_huge_float32_gradients():
+    agg = awloss.get("excess_mtl")
+    J = torch.randn(3, 5)
+    agg(J)
+    J2 = torch.randn(3, 5)
+    J2[1] = 0
+    agg(J2)
+    assert agg.weights[1] == 0 and torch.isfinite(agg.weights).all()
+    big = awloss.get("excess_mtl")
+    for _ in range(3):
+        out = big(1e20 * torch.randn(3, 5))  # squares overflow float32: the statistics are float64
+        assert torch.isfinite(out).all() and torch.isfinite(big.weights).all()
+
+
+# ------------------------------------------------------------------ moco (LibMTL only: the paper as oracle)
+def _project_simplex_bisection(v: torch.Tensor) -> torch.Tensor:
+    lo, hi = float(v.min()) - 1.0, float(v.max())
+    for _ in range(200):  # Σ max(v - θ, 0) = 1, decreasing in θ
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if float((v - mid).clamp_min(0).sum()) > 1 else (lo, mid)
+    return (v - (lo + hi) / 2).clamp_min(0)
+
+
+def _moco_oracle(Js, losses, beta=0.5, beta_sigma=0.5, gamma=0.1, gamma_sigma=0.5, rho=0.0,
+                 normalize="none", simplex="project"):
+    """Fernando et al., ICLR 2023, Algorithm 1: y_{k+1,i} = y_{k,i} - β_k (y_{k,i} - h_{k,i}) (Eq. 3.3, without
+    the projection onto a bounded set) and λ_{k+1} = Π_Δ(λ_k - γ_k (Y_{k+1}ᵀY_{k+1} + ρI) λ_k) (Eq. 3.4);
+    d_k = Y_{k+1} λ_{k+1}. LibMTL's variant: h_i = L_i g_i / (‖g_i‖ + 1e-8) and a softmax instead of Π_Δ."""
+    T, n = Js[0].shape
+    Y = [[0.0] * n for _ in range(T)]
+    lam = [1.0 / T] * T
+    outs = []
+    for k, (J, L) in enumerate(zip(Js, losses), start=1):
+        b, g = beta / k**beta_sigma, gamma / k**gamma_sigma
+        for i in range(T):
+            row = J[i].tolist()
+            norm = sum(x * x for x in row) ** 0.5
+            h = row if normalize == "none" else [x / (norm + 1e-8) * (float(L[i]) if normalize == "loss" else 1.0)
+                                               for x in row]
+            Y[i] = [y - b * (y - hh) for y, hh in zip(Y[i], h)]
+        YYt = [[sum(a * c for a, c in zip(Y[i], Y[j])) + (rho if i == j else 0.0) for j in range(T)] for i in range(T)]
+        step = torch.tensor([lam[i] - g * sum(YYt[i][j] * lam[j] for j in range(T)) for i in range(T)],
+                            dtype=torch.float64)
+        lam = (_project_simplex_bisection(step) if simplex == "project" else torch.softmax(step, 0)).tolist()
+        outs.append(torch.tensor([sum(lam[i] * Y[i][c] for i in range(T)) for c in range(n)], dtype=torch.float64))
+    return outs
+
+
+@pytest.mark.parametrize("variant", [{}, {"normalize": "loss", "simplex": "softmax"},
+                                     {"normalize": "unit", "rho": 0.1, "gamma": 0.5}])
+@pytest.mark.parametrize("T", [2, 3, 5])
+def test_moco_matches_the_paper_update(T, variant):
+    """Six calls: 1e-9 of the largest entry (the oracle's bisection projection is accurate to ~1e-15)."""
+    Js = [make_jacobian(T, ("well", "ill", "rank")[k % 3], n=12, seed=k) for k in range(6)]
+    losses = [torch.rand(T, dtype=torch.float64, generator=torch.Generator().manual_seed(k)) + 0.1 for k in range(6)]
+    ref = _moco_oracle(Js, losses, **variant)
+    agg = awloss.get("moco", **variant)
+    for J, L, r in zip(Js, losses, ref):
+        agg.transform_losses(L)
+        _close(agg(J), r, 1e-9)
+    agg32 = awloss.get("moco", **variant)
+    for J, L, r in zip(Js, losses, ref):
+        agg32.transform_losses(L.float())
+        _close(agg32(J.float()), r, 1e-4)
+
+
+def test_moco_reads_the_losses_through_backward_and_refuses_without_them():
+    torch.manual_seed(0)
+    trunk, x = torch.nn.Linear(4, 3), torch.randn(8, 4)
+    agg = awloss.get("moco", normalize="loss", simplex="softmax")
+    out = trunk(x)
+    losses = [(out[:, i] ** 2).mean() for i in range(3)]
+    awloss.backward(losses, trunk.parameters(), agg)
+    assert torch.isfinite(agg.weights).all()
+    with pytest.raises(ValueError, match="needs the losses"):
+        awloss.get("moco", normalize="loss")(torch.randn(3, 4))
+    with pytest.raises(ValueError, match="`simplex`"):
+        awloss.get("moco", simplex="exp")
+
+
+# ------------------------------------------------------------------ modo, sdmgrad (TorchJD weightings)
+@pytest.mark.parametrize("name", ["modo", "sdmgrad"])
+@pytest.mark.parametrize("T", [2, 3, 5, 10])
+def test_two_batch_methods_match_torchjd_on_the_cross_gramian(name, T):
+    """``cross_weights(J1 @ J2.T)`` over five calls equals TorchJD's weighting on the same matrices (1e-12)."""
+    ref = tja.MoDoWeighting() if name == "modo" else tja.SDMGradWeighting()
+    ours = awloss.get(name)
+    for k in range(5):
+        J1, J2 = make_jacobian(T, "ill", seed=2 * k), make_jacobian(T, "ill", seed=2 * k + 1)
+        _close(ours.cross_weights(J1 @ J2.T), ref(J1 @ J2.T), 1e-12)
+    ref32 = tja.MoDoWeighting() if name == "modo" else tja.SDMGradWeighting()
+    ours32 = awloss.get(name)
+    for k in range(3):
+        A = (make_jacobian(T, "well", seed=2 * k) @ make_jacobian(T, "well", seed=2 * k + 1).T).float()
+        _close(ours32.cross_weights(A), ref32(A), 1e-5, torch.float32)
+
+
+@pytest.mark.parametrize("name", ["modo", "sdmgrad"])
+def test_two_batch_methods_pair_each_batch_with_the_previous_one(name):
+    Js = [make_jacobian(4, "well", seed=k) for k in range(4)]
+    ours = awloss.get(name)
+    ref = tja.MoDoWeighting() if name == "modo" else tja.SDMGradWeighting()
+    prev = Js[0]
+    for J in Js:  # the first call pairs the batch with itself
+        out = ours(J)
+        w = ref(J @ prev.T)
+        _close(out, w @ J, 1e-12)
+        prev = J
+    same = awloss.get(name, second_batch="same")
+    ref = tja.MoDoWeighting() if name == "modo" else tja.SDMGradWeighting()
+    for J in Js:
+        _close(same(J), ref(J @ J.T) @ J, 1e-12)
+    J = Js[0].clone()
+    J[2] = 0
+    ours(J)
+    assert ours.weights[2] == 0
+    with pytest.raises(ValueError, match="`second_batch`"):
+        awloss.get(name, second_batch="next")
+
+
+# ------------------------------------------------------------------ absent tasks (zero rows) are left out
+LEFT_OUT = ["grad_random", "trimmed_mean", "krum", "fairgrad", "excess_mtl", "moco", "modo",
+            "sdmgrad"]
+
+
+@pytest.mark.parametrize("position", [0, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", LEFT_OUT)
+def test_a_zero_row_is_left_out_over_calls(name, dtype, position):
+    """A zero row (absent task) changes nothing: three calls with it inserted give what three tasks give
+    (update and weights), and it reports weight 0. (grad_constant and PCD keep their rows, zero_rows = "kept":
+    fixed positional weights, and PCD's row 0 is the primary task.)"""
+    ref_agg, agg = awloss.get_class(name)._make_example(3), awloss.get_class(name)._make_example(3)  # same config
+    for k in range(3):
+        J = torch.randn(3, 7, dtype=dtype, generator=torch.Generator().manual_seed(k))
+        Jz = torch.cat([J[:position], torch.zeros(1, 7, dtype=dtype), J[position:]])
+        torch.manual_seed(k)
+        ref = ref_agg(J)
+        torch.manual_seed(k)
+        torch.testing.assert_close(agg(Jz), ref)
+        if agg.weighted:
+            assert float(agg.weights[position]) == 0.0
+            torch.testing.assert_close(agg.weights[[i for i in range(4) if i != position]], ref_agg.weights)

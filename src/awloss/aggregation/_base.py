@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+<<<<<<< HEAD
 from .. import _checks
 
 __all__ = ["Aggregator", "GramianAggregator", "SolverError"]
+=======
+from ._solvers import gramian
+
+__all__ = ["Aggregator", "GramianAggregator", "SolverError", "SolverFallbackWarning"]
+>>>>>>> main
 
 
 class SolverError(RuntimeError):
-    """An on-device solver did not meet its optimality test (raised, never swallowed)."""
+    """Raised by a solver only for input it cannot use; a finite PSD Gramian never raises it."""
+
+
+class SolverFallbackWarning(UserWarning):
+    """A solver could not certify its answer; the method used its documented safe answer instead.
+
+    Warned once per instance; every fallback is counted in ``Aggregator.solver_fallbacks``.
+    """
 
 
 class Aggregator(nn.Module):
@@ -44,22 +58,52 @@ class Aggregator(nn.Module):
     permutation_equivariant: ClassVar[bool] = True
     conflict_free: ClassVar[bool] = False
     state_per_column: ClassVar[bool] = False
+<<<<<<< HEAD
     check: bool | str = True  # True / "deferred" (default), "immediate" or False
+=======
+    #: ``"left_out"``: a zero row (absent task) is left out of the solve, gets weight 0, and the other tasks
+    #: get the ``T - 1`` task answer (the base does it for Gramian and stateless methods; stateful
+    #: non-Gramian methods do it in ``forward``). ``"kept"``: the method's weights do not depend on the rows
+    #: (fixed user weights), documented in its docstring.
+    zero_rows: ClassVar[str] = "left_out"
+    check: bool = True
+>>>>>>> main
 
     def __init__(self) -> None:
         super().__init__()
         self._weights: Tensor | None = None
         self._checks: list[tuple[Tensor, str]] = []
+        self._fallbacks: Tensor | int = 0
+        self._rows: Tensor | None = None
 
     # ------------------------------------------------------------------ call
     def __call__(self, jacobian: Tensor) -> Tensor:  # type: ignore[override]
-        """Aggregate ``jacobian`` (``Tensor[T, ...]``, one row per task) into one update ``Tensor[...]``."""
+        """Aggregate ``jacobian`` (``Tensor[T, ...]``, one row per task) into one update ``Tensor[...]``.
+
+        The update is not differentiable (like TorchJD's): the weights are a choice made from the
+        gradients' values, and the result never carries an autograd graph.
+        """
         J = self._validate_jacobian(jacobian)
+<<<<<<< HEAD
         with _checks.step(self):  # reads the earlier calls' flags (unless nested in awloss.backward)
             self._checks = []
             J2 = J.reshape(J.shape[0], -1)
             out = super().__call__(J2)
             self._run_checks(lambda: torch.isfinite(J2.sum(dim=1)))  # NaN/inf anywhere in a row shows in its sum
+=======
+        self._checks = []
+        J2 = J.reshape(J.shape[0], -1).detach()
+        rows = None
+        if not isinstance(self, GramianAggregator) and not self.stateful and self.zero_rows == "left_out":
+            rows = _nonzero_rows_of(J2)  # stateless methods: solve the T - 1 task problem (Gramian ones: below)
+        if rows is None:
+            out = super().__call__(J2)
+        else:
+            out = super().__call__(J2[rows]) if rows.numel() else J2.new_zeros(J2.shape[1])
+            if self._weights is not None and rows.numel():
+                self._weights = self._weights.new_zeros(J2.shape[0]).index_copy(0, rows, self._weights)
+        self._run_checks(lambda: torch.isfinite(J2.sum(dim=1)))  # NaN/inf anywhere in a row shows in its sum
+>>>>>>> main
         return out.reshape(J.shape[1:])
 
     def forward(self, jacobian: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -90,6 +134,33 @@ class Aggregator(nn.Module):
     def _set_weights(self, weights: Tensor) -> None:
         self._weights = weights.detach()
 
+    @property
+    def solver_fallbacks(self) -> int:
+        """How many calls (since construction or :meth:`reset`) used the documented safe answer because the
+        solver could not certify its own (reading it synchronises with the device)."""
+        return int(self._fallbacks)
+
+    def _certified(self, w: Tensor, ok: Tensor, safe: Tensor, what: str = "the solver") -> Tensor:
+        """``w`` where the solver certified it (``ok``), else the documented ``safe`` answer, counted in
+        :attr:`solver_fallbacks` and warned once (a :class:`SolverFallbackWarning`). No host read on an
+        accelerator with ``check = False``."""
+        ok = ok.reshape(()) & torch.isfinite(w).all()
+        self._fallbacks = self._fallbacks + (~ok).to(torch.long)
+        if (
+            not torch.compiler.is_compiling()
+            and (self.check or ok.device.type == "cpu")
+            and not self.__dict__.get("_fallback_warned", False)
+            and not bool(ok)
+        ):
+            self._fallback_warned = True
+            warnings.warn(
+                f"{type(self).__name__}: {what} could not certify its answer; using the documented fallback "
+                "(counted in `solver_fallbacks`; warned once).",
+                SolverFallbackWarning,
+                stacklevel=4,
+            )
+        return torch.where(ok, w, safe.to(w.dtype))
+
     def _expect(self, ok: Tensor, message: str) -> None:
         """Register a boolean tensor that must be true; checked once at the end of the call."""
         self._checks.append((ok, message))
@@ -98,7 +169,12 @@ class Aggregator(nn.Module):
     def reset(self) -> None:
         """Restore the state right after construction (buffers, recorded weights)."""
         self._weights = None
+<<<<<<< HEAD
         _checks.clear(self)
+=======
+        self._fallbacks = 0
+        self.__dict__.pop("_fallback_warned", None)
+>>>>>>> main
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -167,6 +243,7 @@ class Aggregator(nn.Module):
         return ""
 
 
+<<<<<<< HEAD
 def _report(agg: Aggregator, finite: Tensor, checks: list[tuple[Tensor, str]]) -> None:
     """The error of a failed :meth:`Aggregator._run_checks` (reads the flags: the failure path only)."""
     for i, f in enumerate(finite.tolist()):
@@ -175,6 +252,28 @@ def _report(agg: Aggregator, finite: Tensor, checks: list[tuple[Tensor, str]]) -
     for ok, message in checks:
         if not bool(ok.all()):
             raise SolverError(f"{type(agg).__name__}: {message}")
+=======
+def _nonzero_rows(G: Tensor) -> Tensor | None:
+    """Indices of the rows of ``G`` whose diagonal is not exactly 0, ``None`` when there is no zero row.
+
+    NaN counts as non-zero (the finiteness check then names the task)."""
+    if torch.compiler.is_compiling():
+        return None
+    nonzero = G.diagonal() != 0
+    if bool(nonzero.all()):
+        return None
+    return nonzero.nonzero().squeeze(1)
+
+
+def _nonzero_rows_of(J: Tensor) -> Tensor | None:
+    """Indices of the rows of ``J`` that are not all exactly 0 (NaN counts as non-zero), ``None`` if all are."""
+    if torch.compiler.is_compiling():
+        return None
+    nonzero = (J != 0).any(dim=1)
+    if bool(nonzero.all()):
+        return None
+    return nonzero.nonzero().squeeze(1)
+>>>>>>> main
 
 
 class GramianAggregator(Aggregator):
@@ -190,27 +289,55 @@ class GramianAggregator(Aggregator):
     _uniform: ClassVar[bool] = False
 
     def forward(self, jacobian: Tensor) -> Tensor:
-        G = jacobian @ jacobian.T
-        w = self._weights_of(G)
+        G = gramian(jacobian)  # float64: a float32 Gramian is indefinite by round-off (see _solvers)
+        w = self._weights_of(G, jacobian.dtype)
         return w @ jacobian
 
     def gramian_weights(self, gramian: Tensor) -> Tensor:
-        """Weights ``Tensor[T]`` for the Gramian ``gramian[T, T]`` (validated; solver checks run)."""
+        """Weights ``Tensor[T]`` for the Gramian ``gramian[T, T]`` (validated; solver checks run).
+
+        Build ``gramian`` in float64 where you can (:func:`~awloss.aggregation._solvers.gramian`): a float32
+        one is solved with an extra ridge of ``T·eps·tr(G)`` that covers its round-off.
+        """
         if not isinstance(gramian, Tensor) or gramian.dim() != 2 or gramian.shape[0] != gramian.shape[1]:
             shape = tuple(gramian.shape) if isinstance(gramian, Tensor) else type(gramian).__name__
             raise ValueError(f"Argument `gramian` must be a square Tensor[T, T], got {shape}.")
         if not gramian.is_floating_point() or gramian.shape[0] == 0:
             raise ValueError(f"Argument `gramian` must be a non-empty floating point matrix, got {gramian.dtype}.")
+<<<<<<< HEAD
         with _checks.step(self):
             self._checks = []
             w = self._weights_of(gramian)
             self._run_checks(lambda: torch.isfinite(gramian.diagonal()) & torch.isfinite(gramian).all(dim=1))
+=======
+        self._checks = []
+        w = self._weights_of(gramian.detach(), gramian.dtype)
+        self._run_checks(lambda: torch.isfinite(gramian.diagonal()) & torch.isfinite(gramian).all(dim=1))
+>>>>>>> main
         return w
 
-    def _weights_of(self, G: Tensor) -> Tensor:
+    def _weights_of(self, G: Tensor, dtype: torch.dtype) -> Tensor:
+        """The weights for ``G``, solved on the non-zero rows only.
+
+        A zero row (a task absent from the batch, or one whose loss does not reach these parameters) is left
+        out of the solve: it gets weight 0 and the other tasks get the weights of the ``T - 1`` task problem.
+        Stateful subclasses read :attr:`_rows` (the indices solved, ``None`` for all) and ``_rows_of`` (the
+        number of tasks they index) to index their state.
+        Finding zero rows reads one boolean from the device (skipped under ``torch.compile``).
+        """
+        rows = _nonzero_rows(G) if self.zero_rows == "left_out" else None
         if self.check:  # a NaN would make eigh/solve raise before the check names the task
             G = torch.where(torch.isfinite(G), G, torch.zeros_like(G))
-        w = self.weights_from_gramian(G).to(G.dtype)
+        if rows is None:
+            w = self.weights_from_gramian(G)
+        else:
+            self._rows, self._rows_of = rows, G.shape[0]
+            try:
+                sub = self.weights_from_gramian(G[rows][:, rows]) if rows.numel() else G.new_zeros(0)
+            finally:
+                self._rows = None
+            w = G.new_zeros(G.shape[0], dtype=sub.dtype).index_copy(0, rows, sub)
+        w = w.to(dtype)
         self._set_weights(w)
         return w
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .._inputs import check_positive
@@ -47,7 +48,8 @@ class CAGrad(GramianAggregator):
     Note:
         The official code calls ``scipy.optimize.minimize`` (SLSQP) on the CPU every step and TorchJD calls
         cvxpy/Clarabel; we follow the piecewise-linear solution path of the dual in torch (exact up to
-        round-off, no host round trip). The official code's ``rescale`` default is kept.
+        round-off, no host round trip). The official code's ``rescale`` default is kept. An uncertified
+        solve falls back to the mean gradient's weights ``1/T`` (counted in ``solver_fallbacks``).
     """
 
     name = "cagrad"
@@ -59,7 +61,7 @@ class CAGrad(GramianAggregator):
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         w, ok = cagrad_dual(gramian, self.c)
-        self._expect(ok, "the CAGrad dual solver did not converge.")
+        w = self._certified(w, ok, torch.full_like(w, 1.0 / w.shape[0]), "the CAGrad dual solver")
         return w / (1.0 + self.c**2) if self.rescale else w
 
     def extra_repr(self) -> str:

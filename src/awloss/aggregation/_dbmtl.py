@@ -28,7 +28,8 @@ class DBMTL(Aggregator):
 
     where:
         - :math:`\hat g_i` starts at 0 and :math:`t` counts the calls from 1; a task whose averaged gradient
-          is exactly 0 gets weight 0.
+          is exactly 0 gets weight 0, and a task whose current gradient is exactly 0 (absent from the batch)
+          keeps its average, gets weight 0 and is left out of the max.
 
     Args:
         beta: EMA factor in ``[0, 1)``; default ``0.9`` (LibMTL's default).
@@ -92,9 +93,10 @@ class DBMTL(Aggregator):
             self.grad_ema = torch.zeros_like(J)
         beta_t = self.beta / self._advance_step() ** self.beta_sigma
         ema = self.grad_ema if self.grad_ema.dtype == J.dtype else self.grad_ema.to(J.dtype)
-        ema = ema.mul(beta_t).add_(J.detach(), alpha=1 - beta_t)
+        present = (J != 0).any(dim=1)  # a zero row (absent task): its average is kept, its weight is 0
+        ema = torch.where(present[:, None], ema * beta_t + J.detach() * (1 - beta_t), ema)
         self.grad_ema = ema
-        norms = ema.norm(dim=1)
+        norms = torch.where(present, ema.norm(dim=1), 0.0)
         alpha = torch.where(norms > 0, norms.max() / torch.where(norms > 0, norms, 1.0), 0.0)
         self._weights = alpha.detach()
         return alpha @ ema

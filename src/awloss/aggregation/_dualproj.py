@@ -43,7 +43,8 @@ class DualProj(GramianAggregator):
 
     Note:
         TorchJD solves the QP with quadprog on the CPU with a ``1e-4`` ridge; we solve it in torch on the
-        device, where a ``1e-8`` ridge suffices (``reg=1e-4`` reproduces TorchJD's numbers).
+        device, where a ``1e-8`` ridge suffices (``reg=1e-4`` reproduces TorchJD's numbers). An uncertified
+        solve falls back to the mean gradient's weights ``1/T`` (counted in ``solver_fallbacks``).
     """
 
     name = "dualproj"
@@ -57,8 +58,7 @@ class DualProj(GramianAggregator):
         T = gramian.shape[0]
         U = torch.full((1, T), 1.0 / T, dtype=gramian.dtype, device=gramian.device)
         W, ok = dual_cone_weights(gramian, U, self.reg)
-        self._expect(ok, "the dual-cone projection QP did not converge.")
-        return W[0]
+        return self._certified(W[0], ok, U[0], "the dual-cone projection QP")
 
     def extra_repr(self) -> str:
         return f"reg={self.reg}"

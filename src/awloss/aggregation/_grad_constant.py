@@ -54,6 +54,7 @@ class GradConstant(GramianAggregator):
     """
 
     name = "grad_constant"
+    zero_rows = "kept"  # fixed user weights: a zero (absent) task keeps its weight, it contributes nothing
     aliases = ("grad_fixed",)
     permutation_equivariant = False  # each position has its own weight
 
@@ -68,7 +69,11 @@ class GradConstant(GramianAggregator):
 
     @classmethod
     def _make_example(cls, num_tasks: int) -> GradConstant:
+<<<<<<< HEAD
         return cls([1.0 - 0.9 * i / (num_tasks - 1) for i in range(num_tasks)] if num_tasks > 1 else [0.5])
+=======
+        return cls([0.5] * num_tasks)  # equal weights: an inserted absent (zero) row changes nothing
+>>>>>>> main
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T = gramian.shape[0]

@@ -27,7 +27,9 @@ class GradRandom(GramianAggregator):
     where:
         - :math:`z` is drawn in the Jacobian's dtype (float32 for half types) on the CPU and moved to the
           Jacobian's device (``T`` numbers, no host read);
-        - a task whose gradient is exactly 0 (absent from the batch) gets weight 0.
+        - a task whose gradient is exactly 0 (absent from the batch) gets weight 0, and the present tasks
+          take the first draws in order: the weights are those of the present tasks alone (for ``T < 16``,
+          where torch draws the numbers one by one).
 
     Args:
         seed: ``None`` (default) draws from torch's global CPU generator, so ``torch.manual_seed`` makes runs
@@ -77,10 +79,12 @@ class GradRandom(GramianAggregator):
         T = gramian.shape[0]
         dtype = gramian.dtype if gramian.dtype in (torch.float32, torch.float64) else torch.float32
         z = torch.randn(T, generator=self._generator, dtype=dtype)
-        w = torch.softmax(z, dim=0).to(device=gramian.device, dtype=gramian.dtype, non_blocking=True)
+        z = z.to(device=gramian.device, dtype=gramian.dtype, non_blocking=True)
         present = gramian.diagonal() > 0
-        w = torch.where(present, w, torch.zeros_like(w))
-        return w / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+        rank = (present.cumsum(0) - 1).clamp_min(0)  # the k-th present task takes the k-th draw
+        z = torch.where(present, z[rank], torch.full_like(z, float("-inf")))
+        w = torch.softmax(z, dim=0)
+        return torch.where(present, w, torch.zeros_like(w)).nan_to_num(0.0)  # all absent: 0
 
     def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
         if self._generator is not None:

@@ -42,15 +42,15 @@ class GradVac(GramianAggregator):
         tensor([0.5000, 1.5000])
         >>> agg.phi_hat
         tensor([[ 0.0000, -0.3536],
-                [-0.3536,  0.0000]])
+                [-0.3536,  0.0000]], dtype=torch.float64)
 
     References:
         Wang, Tsvetkov, Firat & Cao, "Gradient Vaccine: Investigating and Improving Multi-task
         Optimization in Massively Multilingual Models", ICLR 2021.
 
     Note:
-        The target state lives in the ``phi_hat`` buffer (``state_dict`` round-trips; TorchJD keeps it in
-        a plain attribute). All tasks are processed together, ``T`` vectorised steps on the device,
+        The target state lives in the ``phi_hat`` buffer, in float64 like the Gramian it comes from
+        (``state_dict`` round-trips; TorchJD keeps it in a plain attribute). All tasks are processed together, ``T`` vectorised steps on the device,
         instead of the ``T²`` Python-loop visits of LibMTL and TorchJD. Their ``eps`` is absolute; ours is
         scaled by the RMS gradient norm so that the method is exactly scale invariant.
     """
@@ -73,9 +73,13 @@ class GradVac(GramianAggregator):
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         G = gramian
         T, dev = G.shape[0], G.device
-        if self.phi_hat.shape != (T, T):
-            self.phi_hat = torch.zeros(T, T, dtype=G.dtype, device=dev)
+        rows = self._rows  # zero rows are left out by the base: index the targets of the tasks solved
+        full = T if rows is None else self._rows_of
+        if self.phi_hat.shape != (full, full):
+            self.phi_hat = torch.zeros(full, full, dtype=G.dtype, device=dev)
         phi_hat = self.phi_hat.to(G.dtype)
+        if rows is not None:
+            phi_hat = phi_hat[rows][:, rows]
         order = torch.rand(T, T, device=dev).argsort(dim=1)
         rows = torch.arange(T, device=dev)
         C = torch.eye(T, dtype=G.dtype, device=dev)
@@ -97,7 +101,12 @@ class GradVac(GramianAggregator):
             C = C.index_put((rows, j), w, accumulate=True)
             new = torch.where(valid, (1 - self.beta) * target + self.beta * phi, target)
             phi_hat = phi_hat.index_put((rows, j), new)
-        self.phi_hat = phi_hat.detach()
+        if rows is None:
+            self.phi_hat = phi_hat.detach()
+        else:  # an absent task's targets keep their values
+            full_hat = self.phi_hat.to(G.dtype).clone()
+            full_hat[rows[:, None], rows[None, :]] = phi_hat.detach()
+            self.phi_hat = full_hat
         return C.sum(dim=0)
 
     def extra_repr(self) -> str:

@@ -28,7 +28,8 @@ class Krum(GramianAggregator):
           :math:`\|g_i - g_j\|^2 = G_{ii} + G_{jj} - 2G_{ij}`), :math:`k = 0` when :math:`T = 1`;
         - :math:`S` are the :math:`m` rows of smallest score; rows tied at the boundary share its remaining
           slots equally (so the weights do not depend on the task order);
-        - an all-zero row (a task absent from the batch) is never selected unless every row is zero.
+        - all-zero rows (tasks absent from the batch) are left out, as neither neighbours nor candidates
+          (:math:`T` then counts the present rows; every weight is 0 when no row is present).
 
     Args:
         n_byzantine: :math:`f`, the number of rows that may be adversarial, an int ``>= 0``; ``T`` must be at
@@ -52,7 +53,7 @@ class Krum(GramianAggregator):
     Note:
         As TorchJD's ``Krum``, scores sum the distances (the paper sums squared distances; the selection
         usually agrees). TorchJD refuses ``T < f + 3`` for every ``f`` and breaks ties by position; we accept
-        ``T < 3`` when ``f = 0`` (``k`` clamped to 1), share ties, and never select an all-zero (absent) row.
+        ``T < 3`` when ``f = 0`` (``k`` clamped to 1), share ties, and leave all-zero (absent) rows out.
     """
 
     name = "krum"
@@ -69,26 +70,29 @@ class Krum(GramianAggregator):
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T, f, m = gramian.shape[0], self.n_byzantine, self.n_selected
-        if f > 0 and T < f + 3:
-            raise ValueError(f"Parameter `n_byzantine` = {f} needs at least {f + 3} tasks (n_byzantine + 3), got {T}.")
-        if m > T:
-            raise ValueError(f"Parameter `n_selected` = {m} must be <= the number of tasks, got {T} tasks.")
+        full = self._rows_of if self._rows is not None else T  # the base may hand us the present rows only
+        if f > 0 and full < f + 3:
+            raise ValueError(f"Parameter `n_byzantine` = {f} needs at least {f + 3} tasks (n_byzantine + 3), got {full}.")
+        if m > full:
+            raise ValueError(f"Parameter `n_selected` = {m} must be <= the number of tasks, got {full} tasks.")
         G = gramian / gramian.diagonal().amax().clamp_min(torch.finfo(gramian.dtype).tiny)  # scale-free
         sq = G.diagonal()
         dist = (sq[:, None] + sq[None, :] - 2 * G).clamp_min(0.0).sqrt()
         dist = (dist + dist.T) / 2  # exactly symmetric: mutual nearest neighbours tie exactly (shared)
-        k = min(max(T - f - 2, 1), T - 1)
-        if k > 0:
-            nearest, _ = torch.topk(dist, k=k + 1, dim=1, largest=False)  # column 0 is the row itself
-            scores = nearest[:, 1:].sum(dim=1)
-        else:
-            scores = torch.zeros_like(sq)
-        present = gramian.diagonal() > 0
-        scores = torch.where(present | ~present.any(), scores, torch.full_like(scores, float("inf")))
+        present = gramian.diagonal() > 0  # all-zero rows (absent tasks) are left out: not neighbours, not chosen
+        count = present.sum()
+        k = torch.minimum((count - f - 2).clamp_min(1), (count - 1).clamp_min(0))  # neighbours among the present rows
+        inf = torch.full_like(dist, float("inf"))
+        dist = torch.where(present[None, :], dist, inf).fill_diagonal_(float("inf"))
+        nearest, _ = torch.sort(dist, dim=1)
+        cols = torch.arange(T, device=G.device)[None, :]
+        scores = torch.where(cols < k, nearest, torch.zeros_like(nearest)).sum(dim=1)
+        scores = torch.where(present, scores, torch.full_like(scores, float("inf")))
         threshold = torch.sort(scores).values[m - 1]
-        below, tied = scores < threshold, scores == threshold
-        share = (m - below.sum()).to(G.dtype) / tied.sum().clamp_min(1).to(G.dtype)
-        return (below.to(G.dtype) + tied.to(G.dtype) * share) / m
+        below, tied = scores < threshold, (scores == threshold) & present
+        chosen = torch.minimum(torch.full_like(count, m), count).clamp_min(1)  # fewer present rows than n_selected
+        share = (chosen - below.sum()).to(G.dtype) / tied.sum().clamp_min(1).to(G.dtype)
+        return (below.to(G.dtype) + tied.to(G.dtype) * share) / chosen.to(G.dtype)
 
     def extra_repr(self) -> str:
         return f"n_byzantine={self.n_byzantine}, n_selected={self.n_selected}"

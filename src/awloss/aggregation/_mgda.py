@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .._inputs import check_positive
@@ -50,6 +51,8 @@ class MGDA(GramianAggregator):
         The paper (and TorchJD, LibMTL) runs Frank-Wolfe for a fixed number of iterations with Python
         branches; we solve the QP exactly (to round-off) with a batched Lawson-Hanson active set in torch,
         so the result is the true min-norm point and no host synchronisation is needed on accelerators.
+        Should the solver fail to certify its answer, the mean gradient's weights ``1/T`` are used
+        (counted in ``solver_fallbacks``). A task whose gradient is exactly 0 (absent) is left out.
     """
 
     name = "mgda"
@@ -69,7 +72,7 @@ class MGDA(GramianAggregator):
             inv = (1.0 / d).nan_to_num(0.0, posinf=0.0)
             G = gramian * inv[:, None] * inv[None, :]
         w, ok = min_norm_simplex(G, reg=self.reg)
-        self._expect(ok, "the min-norm solver did not converge (check the gradients for extreme values).")
+        w = self._certified(w, ok, torch.full_like(w, 1.0 / w.shape[0]), "the min-norm solver")
         if self.normalize == "l2":
             w = w * inv.to(w.dtype)
         return w

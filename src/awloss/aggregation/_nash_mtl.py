@@ -52,8 +52,11 @@ class NashMTL(GramianAggregator):
     Note:
         The official code runs ``optim_niter=20`` sequential convex problems through cvxpy/ECOS on the CPU,
         and a bare ``except`` silently keeps the old weights when ECOS fails. Newton on the self-concordant
-        objective reaches the same fixed point in torch; a non-converged solve raises ``SolverError``. A
-        ridge of ``1e-9·mean diag`` keeps the problem bounded for dependent gradients.
+        objective reaches the same fixed point in torch. A warm start that does not converge (the gradients
+        jumped) is retried from the cold start in the same batched solve; if neither converges, the last
+        certified weights are kept (as the official code does, but counted in ``solver_fallbacks`` and
+        warned once), or ``α_i = 1/√(T·G_ii)`` on the first call. A ridge of ``1e-9·mean diag`` keeps the
+        problem bounded for dependent gradients; a task whose gradient is exactly 0 gets weight 0.
     """
 
     name = "nash_mtl"
@@ -74,16 +77,27 @@ class NashMTL(GramianAggregator):
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T = gramian.shape[0]
-        warm = self.alpha if self.alpha.shape == (T,) else None
+        rows = self._rows  # the tasks solved (zero rows are left out by the base); None: all of them
+        full = T if rows is None else self._rows_of
+        known = self.alpha.shape == (full,)
+        warm = (self.alpha if rows is None else self.alpha[rows]) if known else None
         if warm is not None and self._step % self.update_weights_every != 0:
             alpha = warm.to(gramian.dtype)
         else:
             nf = torch.linalg.matrix_norm(gramian.to(work_dtype(gramian))).clamp_min(torch.finfo(gramian.dtype).tiny)
             init = None if warm is None else warm * nf.sqrt()
             a, ok = nash_bargaining(gramian / nf, init, max_iter=self.max_iter)  # solve well-scaled, then
-            self._expect(ok, "the bargaining solver did not converge (Gα = 1/α has no positive solution?).")
             a = a / nf.sqrt()  # α for the raw Gramian: Gα = 1/α
-            self.alpha = a.detach()
+            if warm is not None:  # fallback: the last certified weights, else each task's update norm 1/√T
+                safe = warm.to(a.dtype)
+            else:
+                safe = (T * gramian.diagonal().to(a.dtype)).clamp_min(torch.finfo(a.dtype).tiny).rsqrt()
+            a = self._certified(a, ok, safe, "the bargaining solver")
+            if rows is None:
+                self.alpha = a.detach()
+            else:  # keep the absent tasks' last weights for when they come back
+                base = self.alpha.to(a.dtype) if known else a.new_zeros(full)
+                self.alpha = base.index_copy(0, rows, a.detach())
             alpha = a.to(gramian.dtype)
         self._advance_step()
         if self.max_norm > 0:

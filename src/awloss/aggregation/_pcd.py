@@ -67,6 +67,7 @@ class PCD(GramianAggregator):
     name = "pcd"
     stateful = True
     permutation_equivariant = False  # row 0 is the primary task
+    zero_rows = "kept"  # handled here: a zero primary gives d = 0, a zero secondary a void constraint (weight 0)
 
     def __init__(self, tau: float | Tensor = 0.02, beta: float = 0.999, eps: float = 1e-8) -> None:
         super().__init__()

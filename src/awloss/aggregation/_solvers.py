@@ -4,8 +4,13 @@ Every solver works in float64 (float32 on devices without float64, e.g. MPS) on 
 (``T`` = number of tasks, at most a few dozen). They never call ``.item()``: iteration counts are fixed
 upper bounds, and on the CPU (where a host check is free) the loops stop as soon as they have converged.
 Each solver returns, with its solution, a boolean tensor saying whether it met its optimality test; the
-:class:`~awloss.aggregation.Aggregator` base checks it once per call (see ``Aggregator.check``), so a
-failure is reported, never swallowed.
+methods replace an uncertified answer by a documented safe one and count it
+(``Aggregator.solver_fallbacks``), so a failure is reported, never silent, and never kills a run.
+
+Precision: a Gramian computed in float32 is indefinite by about ``1e-8·λmax`` (round-off), more than the
+``1e-8`` ridges below, and the QPs then have no bounded solution. :func:`gramian` therefore builds ``JJᵀ``
+in float64 (the aggregators' ``forward`` uses it), and a Gramian that arrives in a lower precision (through
+``gramian_weights``) gets an extra ridge of ``T·eps(dtype)·tr(G)`` (:func:`rounding_ridge`).
 
 * :func:`nnqp` - batched ``min ½ xᵀAx + bᵀx`` s.t. ``x >= 0`` by the Lawson-Hanson active-set method.
 * :func:`min_norm_simplex` - the min-norm point of the convex hull of the gradients (MGDA).
@@ -23,11 +28,13 @@ from .._checks import host_reads_are_free
 
 __all__ = [
     "cagrad_dual",
+    "gramian",
     "min_norm_simplex",
     "nash_bargaining",
     "nnqp",
     "normalize_gramian",
     "project_simplex",
+    "rounding_ridge",
     "work_dtype",
 ]
 
@@ -41,8 +48,42 @@ def _can_stop_early(t: Tensor) -> bool:
     return host_reads_are_free(t)  # on the CPU only: a host read there does not wait for a device
 
 
+_CHUNK = 1 << 20  # columns per float64 block: bounds the float64 copy of J to T x 1M values
+
+
+def gramian(J: Tensor) -> Tensor:
+    """``J Jᵀ`` in the working dtype (float64 where available), by blocks of columns.
+
+    Cheap next to the ``T`` backward passes that produced ``J`` (``T² n`` flops), and it removes the
+    round-off that makes a float32 Gramian indefinite (the solvers' ridges are ``1e-8·tr(G)``).
+    """
+    dt = work_dtype(J)
+    if J.dtype == dt:
+        return J @ J.T
+    n = J.shape[1]
+    if n <= _CHUNK:
+        Jw = J.to(dt)
+        return Jw @ Jw.T
+    G = J.new_zeros(J.shape[0], J.shape[0], dtype=dt)
+    for i in range(0, n, _CHUNK):
+        Jw = J[:, i : i + _CHUNK].to(dt)
+        G = G + Jw @ Jw.T
+    return G
+
+
+def rounding_ridge(dtype: torch.dtype, num_tasks: int) -> float:
+    """Ridge, relative to ``tr(G)``, that covers the round-off of a Gramian computed in ``dtype``."""
+    if dtype == torch.float64:
+        return 0.0
+    return num_tasks * torch.finfo(dtype).eps
+
+
 def normalize_gramian(G: Tensor, reg: float = 0.0) -> Tensor:
-    """``G / tr(G) + reg·I`` in the working dtype (``G`` itself when its trace is 0)."""
+    """``G / tr(G) + reg·I`` in the working dtype (``G`` itself when its trace is 0).
+
+    A Gramian given in a precision below float64 gets :func:`rounding_ridge` on top of ``reg``.
+    """
+    reg = reg + rounding_ridge(G.dtype, G.shape[0])
     G = G.to(work_dtype(G))
     G = 0.5 * (G + G.T)
     tr = G.diagonal().sum()
@@ -190,7 +231,9 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
             (v >= -tol).all()
             & (lam >= -tol).all()
             & torch.isfinite(v).all()
-            & ((v @ A @ v - r2).abs() <= 1e-6 * (r2 + 1e-30))
+            # relative and absolute: r² -> 0 at a Pareto-stationary point (g₁ ≈ -g₂), where a purely
+            # relative test rejected right answers (G is trace-normalised: 1e-10 is round-off)
+            & ((v @ A @ v - r2).abs() <= 1e-6 * r2 + 1e-10)
         )
 
     # fast path: primal-dual active set on the support (a few iterations; may cycle, so it is verified)
@@ -257,33 +300,39 @@ def nash_bargaining(
     ``α`` minimises the self-concordant ``f(α) = ½αᵀGα − Σ log αᵢ``; the damped step ``1/(1+λ)`` (``λ`` the
     Newton decrement) stays inside ``α > 0`` without a line search, and once ``λ < ¼`` full steps
     converge quadratically. ``G`` is used as given (plus a ridge ``reg·tr(G)/T`` that keeps ``f`` bounded
-    when the gradients are linearly dependent). Returns ``(alpha, ok)``.
+    when the gradients are linearly dependent, and :func:`rounding_ridge` for a low-precision ``G``).
+    A warm start ``init`` far from the solution (the gradients jumped) can need more damped steps than
+    ``max_iter``: the cold start ``1/√diag(G)`` is then run alongside, batched, and the warm answer is
+    kept only where it converged. Returns ``(alpha, ok)``.
     """
     T = G.shape[0]
     dt, dev = work_dtype(G), G.device
+    reg = reg + rounding_ridge(G.dtype, T)
     Gw = G.to(dt)
     Gw = 0.5 * (Gw + Gw.T)
     eye = torch.eye(T, dtype=dt, device=dev)
     m = Gw.diagonal().mean()
     Gw = torch.where(m > 0, Gw + reg * m * eye, eye)  # all-zero gradients: any α gives the zero update
+    cold = Gw.diagonal().clamp_min(torch.finfo(dt).tiny).rsqrt()
     if init is None:
-        alpha = Gw.diagonal().clamp_min(torch.finfo(dt).tiny).rsqrt()
+        alpha = cold[None]
     else:
-        alpha = init.to(dt).clamp_min(torch.finfo(dt).tiny)
+        alpha = torch.stack([init.to(dt).clamp_min(torch.finfo(dt).tiny), cold])
     early = _can_stop_early(Gw)
-    dec2 = torch.full((), float("inf"), dtype=dt, device=dev)
+    dec2 = torch.full(alpha.shape[:1], float("inf"), dtype=dt, device=dev)
     for _ in range(max_iter):
-        g = Gw @ alpha - 1.0 / alpha
-        H = Gw + torch.diag(alpha.pow(-2))
-        step = torch.linalg.solve(H, g)
-        dec2 = (g * step).sum().clamp_min(0.0)
+        g = alpha @ Gw - 1.0 / alpha
+        H = Gw + torch.diag_embed(alpha.pow(-2))
+        step = torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
+        dec2 = (g * step).sum(dim=1).clamp_min(0.0)
         lam = dec2.sqrt()
         t = torch.where(lam < 0.25, torch.ones_like(lam), 1.0 / (1.0 + lam))
-        alpha = alpha - t * step
-        if early and bool(dec2 < tol):
+        alpha = alpha - t[:, None] * step
+        if early and bool((dec2 < tol).any()):
             break
-    ok = (dec2 < 1e-6) & (alpha > 0).all() & torch.isfinite(alpha).all()
-    return alpha, ok
+    ok = (dec2 < 1e-6) & (alpha > 0).all(dim=1) & torch.isfinite(alpha).all(dim=1)
+    first = torch.where(ok[0], 0, ok.shape[0] - 1)  # the warm answer if it converged, else the cold one
+    return alpha[first], ok[first]
 
 
 def project_simplex(v: Tensor) -> Tensor:

@@ -25,7 +25,9 @@ class TrimmedMean(Aggregator):
 
     where:
         - :math:`J_{(1),k} \le \dots \le J_{(T),k}` are the entries of column :math:`k` sorted;
-        - :math:`b` is ``trim_number``; the Jacobian needs at least :math:`2b + 1` rows.
+        - :math:`b` is ``trim_number``; the Jacobian needs at least :math:`2b + 1` rows;
+        - all-zero rows (tasks absent from the batch) are left out: :math:`T` counts the present rows, and
+          fewer are trimmed (:math:`\lfloor (T-1)/2 \rfloor`) when too few are present.
 
     Args:
         trim_number: how many of the largest and of the smallest values to drop per coordinate, an int
@@ -42,8 +44,8 @@ class TrimmedMean(Aggregator):
         Rates", ICML 2018, https://proceedings.mlr.press/v80/yin18a.html (the coordinate-wise trimmed mean).
 
     Note:
-        Same computation as TorchJD's ``TrimmedMean`` (a sort along the task axis). An absent task (an
-        all-zero row) is a value 0 in every coordinate, like any other row.
+        Same computation as TorchJD's ``TrimmedMean`` (a sort along the task axis), except that all-zero rows
+        (absent tasks) are left out rather than counted as values 0 (TorchJD counts them).
     """
 
     name = "trimmed_mean"
@@ -65,10 +67,16 @@ class TrimmedMean(Aggregator):
                 f"Parameter `trim_number` = {b} needs at least {2 * b + 1} rows (2 * trim_number + 1), "
                 f"got a Jacobian with {T}."
             )
-        if b == 0:
-            return jacobian.mean(dim=0)
-        ordered, _ = torch.sort(jacobian, dim=0)
-        return ordered[b : T - b].mean(dim=0)
+        present = jacobian.abs().amax(dim=1) > 0  # an all-zero row (absent task) is left out
+        m = present.sum()
+        k = torch.minimum(torch.full_like(m, b), ((m - 1) // 2).clamp_min(0))  # trim fewer if few are present
+        big = torch.finfo(jacobian.dtype).max
+        keyed = torch.where(present[:, None], jacobian, torch.full_like(jacobian, big))
+        ordered, _ = torch.sort(keyed, dim=0)  # absent rows sort last
+        pos = torch.arange(T, device=jacobian.device)[:, None]
+        keep = (pos >= k) & (pos < m - k)
+        total = torch.where(keep, ordered, torch.zeros_like(ordered)).sum(dim=0)
+        return total / (m - 2 * k).clamp_min(1).to(jacobian.dtype)
 
     def extra_repr(self) -> str:
         return f"trim_number={self.trim_number}"

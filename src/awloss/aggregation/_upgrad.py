@@ -60,7 +60,8 @@ class UPGrad(GramianAggregator):
     Note:
         TorchJD solves the ``T`` QPs one by one with quadprog in float64 on the CPU; we solve them as one
         batched Lawson-Hanson active set in torch, with the same normalisation and ridge, so the weights
-        agree with TorchJD's to solver precision.
+        agree with TorchJD's to solver precision. An uncertified solve falls back to the mean gradient's
+        weights ``1/T`` (counted in ``solver_fallbacks``).
     """
 
     name = "upgrad"
@@ -74,8 +75,7 @@ class UPGrad(GramianAggregator):
         T = gramian.shape[0]
         U = torch.eye(T, dtype=gramian.dtype, device=gramian.device) / T
         W, ok = dual_cone_weights(gramian, U, self.reg)
-        self._expect(ok, "the dual-cone projection QP did not converge.")
-        return W.sum(dim=0)
+        return self._certified(W.sum(dim=0), ok, U.sum(dim=0), "the dual-cone projection QP")
 
     def extra_repr(self) -> str:
         return f"reg={self.reg}"

@@ -27,7 +27,7 @@ import torch
 
 import awloss
 
-from .datasets import DATASETS, DEFAULT_DATASET, BenchError, Data, DatasetSpec, Metric, get_dataset
+from .datasets import DEFAULT_DATASET, BenchError, Data, DatasetSpec, Metric, get_dataset
 from .datasets.table import TableDataset
 from .engine import Job, Progress, Workers, default_jobs, execute, fmt_seconds, run_cache_path, warmup_seconds
 from .report import FORMATS, format_table, plot_all, render_table, summarise, write_csv, write_json

@@ -157,7 +157,8 @@ class MultiTaskMixin:
             total = self.weigh(losses)
             self.log("loss", total.detach(), on_step=True, on_epoch=False, batch_size=1)  # type: ignore[attr-defined]
             return total
-        return self._awloss_manual_step(losses, aggregator)
+        self._awloss_manual_step(losses, aggregator)
+        return None
 
     def _awloss_manual_step(self, losses: Any, aggregator: Any) -> None:
         import awloss

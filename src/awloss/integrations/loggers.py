@@ -1,4 +1,9 @@
-"""Logging per-task weights (and σ) without Lightning: CSV always, TensorBoard with ``awloss[tensorboard]``.
+"""Logging per-task weights (and σ) without Lightning: CSV, TensorBoard (``awloss[tensorboard]``), any tracker.
+
+Any experiment tracker plugs in through ``callback=``, a function called with each logged row and its step:
+
+* Weights & Biases: ``WeightLogger(uw, callback=lambda row, step: wandb.log(row, step=step))``
+* MLflow: ``WeightLogger(uw, callback=lambda row, step: mlflow.log_metrics(row, step=step))``
 
 Example:
     >>> import torch, awloss
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -67,6 +72,9 @@ class WeightLogger:
         tensorboard: a log directory or a ``SummaryWriter``; ``None`` for no TensorBoard. Needs the
             ``tensorboard`` package: ``pip install 'awloss[tensorboard]'``.
         every: log every ``every``-th call, ``>= 1``. Default 1.
+        callback: a function, or a sequence of functions, called as ``callback(row, step)`` with each logged
+            row (``{"weight/<task>": float, ...}``, extra scalars included) — the hook for W&B, MLflow or
+            any other tracker. Default ``None``.
 
     Example:
         >>> import os, tempfile, torch, awloss
@@ -82,11 +90,17 @@ class WeightLogger:
     """
 
     def __init__(self, weighting: Any = None, *, csv_path: str | os.PathLike[str] | None = None,
-                 tensorboard: Any = None, every: int = 1) -> None:
+                 tensorboard: Any = None, every: int = 1,
+                 callback: Callable[[dict[str, float], int], Any] | Sequence[Callable[[dict[str, float], int], Any]]
+                 | None = None) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"Parameter `every` must be an int >= 1, got {every!r}.")
-        if csv_path is None and tensorboard is None:
-            raise ValueError("Give `csv_path` and/or `tensorboard`: WeightLogger has nowhere to write.")
+        self._callbacks = [] if callback is None else [callback] if callable(callback) else list(callback)
+        for cb in self._callbacks:
+            if not callable(cb):
+                raise TypeError(f"Argument `callback` must be a callable or a sequence of callables, got {cb!r}.")
+        if csv_path is None and tensorboard is None and not self._callbacks:
+            raise ValueError("Give `csv_path`, `tensorboard` and/or `callback`: WeightLogger has nowhere to write.")
         self.weighting, self.every, self._calls = weighting, every, 0
         self._csv_path = None if csv_path is None else os.fspath(csv_path)
         self._file: Any = None
@@ -120,11 +134,14 @@ class WeightLogger:
         if self._tb is not None:
             for k, v in row.items():
                 self._tb.add_scalar(k, v, step)
+        for cb in self._callbacks:
+            cb(dict(row), step)
         return row
 
     def _write_csv(self, step: int, row: Mapping[str, float]) -> None:
+        assert self._csv_path is not None  # only called with a CSV path
         if self._writer is None:
-            folder = os.path.dirname(self._csv_path or "")
+            folder = os.path.dirname(self._csv_path)
             if folder:
                 os.makedirs(folder, exist_ok=True)
             self._file = open(self._csv_path, "w", newline="")  # noqa: SIM115 - closed in close()

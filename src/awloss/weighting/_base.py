@@ -122,12 +122,22 @@ class Weighting(nn.Module):
             local = functools.partial(self._local_loss_vector, fused=fused, poll=poll)
         return maybe_sync(self, local, losses) if sync else local(losses)
 
+<<<<<<< HEAD
     def _local_loss_vector(
         self, losses: tuple[Any, ...], *, fused: bool = False, poll: bool = False, immediate: bool = False
     ) -> Tensor:
         """This rank's losses as ``Tensor[T]``, checked (count, names, device, values)."""
         if poll and not torch.compiler.is_compiling():
             _checks.poll(self)  # the flags of the earlier calls (a host read of values that are ready)
+=======
+    def _local_loss_vector(self, losses: tuple[Any, ...]) -> Tensor:
+        """This rank's losses as ``Tensor[T]``, checked (count, names, device, values).
+
+        Under DDP this runs inside the synchronised call's guard: whatever raises here (a check, or a
+        deferred check's report polled here) is raised after the all-reduce on every rank. A check that
+        raises *outside* it (before ``maybe_sync``) raises on one rank and leaves the others waiting.
+        """
+>>>>>>> main
         device = self._device()
         vec, names = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device)
         if names is not None and self._task_names is None:
@@ -218,7 +228,12 @@ class Weighting(nn.Module):
         """End-of-epoch hook (e.g. DWA); a no-op for most methods."""
 
     def update(self, *losses: Any) -> None:
-        """After-``optimizer.step()`` hook (e.g. FAMO); a no-op for most methods."""
+        """After-``optimizer.step()`` hook (e.g. FAMO); a no-op for most methods.
+
+        Under ``torch.distributed`` a method's ``update`` is a **collective** (its losses are averaged over
+        the ranks): call it on every rank, never under ``if rank == 0:`` (that is detected and raises
+        :class:`~awloss.distributed.RankMismatchError` on every rank, see :mod:`awloss.distributed`).
+        """
 
     def param_groups(self, lr: float = 0.025, weight_decay: float = 0.0, **options: Any) -> list[dict[str, Any]]:
         """Optimizer parameter groups for this method's own parameters (empty if it has none).

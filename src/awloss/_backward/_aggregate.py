@@ -1,0 +1,63 @@
+"""Step 5 of :func:`awloss.backward`: the aggregator applied to the (reduced) Jacobian, and ``.grad`` writes."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..aggregation._base import Aggregator, GramianAggregator
+from ._engine import Jacobian
+
+
+def gramian(J: Tensor) -> Tensor:
+    """``J Jᵀ``. On the CPU for 8 <= T <= 16, the lower triangle by blocks of 4 rows, mirrored: a BLAS
+    ``[T, n] x [n, T]`` product with small ``T`` runs its micro-kernel half empty; blocks of 4 rows do less
+    than ~2/3 of the work at a better rate (0.37 ms instead of 0.53 ms for T = 10, n = 82k, one thread)."""
+    T = J.shape[0]
+    if J.device.type != "cpu" or not 8 <= T <= 16:
+        return J @ J.T
+    G = J.new_empty(T, T)
+    for i in range(0, T, 4):
+        torch.mm(J[i : i + 4], J[: i + 4].T, out=G[i : i + 4, : i + 4])
+    return G.tril() + G.tril(-1).T
+
+
+def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Tensor]:
+    """Aggregate the per-input blocks ``[T, *shape]``; return the update of each block."""
+    flat = [b.reshape(T, -1) for b in blocks]
+    if isinstance(aggregator, GramianAggregator):
+        G = gramian(flat[0])
+        for f in flat[1:]:
+            G = G + gramian(f)
+        w = aggregator.gramian_weights(G)
+        return [torch.tensordot(w.to(b.dtype), b, dims=1) for b in blocks]
+    J = flat[0] if len(flat) == 1 else torch.cat(flat, dim=1)
+    update = aggregator(J)
+    sizes = [f.shape[1] for f in flat]
+    return [u.view(b.shape[1:]) for u, b in zip(update.split(sizes), blocks)]
+
+
+def _summed(aggregator: GramianAggregator, grad: Tensor, T: int) -> list[Tensor]:
+    """GradMean/GradSum: constant weights (their Gramian is never looked at) times ``∇ΣLᵢ``."""
+    aggregator._checks = []
+    w = aggregator.weights_from_gramian(grad.new_zeros(T, T)).to(grad.dtype)
+    aggregator._set_weights(w)
+    if aggregator.check and not torch.compiler.is_compiling() and not bool(torch.isfinite(grad.sum())):
+        raise ValueError("The gradient of the sum of the losses contains NaN or inf (or overflows float).")
+    return [grad * w[0]]
+
+
+def aggregate(aggregator: Aggregator, jac: Jacobian, T: int, scale: float | None) -> tuple[list[Tensor], bool]:
+    """The update of every block, and whether the step overflowed (GradScaler: then nothing is aggregated).
+
+    With a GradScaler the blocks are unscaled, aggregated and re-scaled, so methods whose update does not
+    scale with ``J`` stay exact; non-finite blocks pass through (inf/NaN reach ``.grad`` and ``scaler.step``
+    skips the step, the aggregator's state untouched).
+    """
+    if jac.summed:
+        return _summed(aggregator, jac.blocks[0], T), False  # type: ignore[arg-type]
+    if scale is None:
+        return _aggregate(aggregator, jac.blocks, T), False
+    if not bool(torch.stack([torch.isfinite(b).all() for b in jac.blocks]).all()):
+        return [b.sum(0) for b in jac.blocks], True
+    return [u * scale for u in _aggregate(aggregator, [b / scale for b in jac.blocks], T)], False

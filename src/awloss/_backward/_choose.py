@@ -1,0 +1,70 @@
+"""Which engine computes the Jacobian: a function of the arguments, the aggregator's declared capabilities
+(``_uniform``, ``state_per_column``), the device and what the autograd graph contains."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ..aggregation._base import Aggregator
+from ..distributed import is_distributed
+from . import _engine
+from ._batched import BatchedEngine
+from ._engine import Engine, cache_of
+from ._gather import Losses, as_params
+from ._graph import walk
+from ._loop import GradLoopEngine, LoopEngine
+from ._representation import RepresentationEngine
+from ._summed import SummedEngine
+
+
+def choose_engine(
+    losses: Losses,
+    shared: list[Tensor],
+    aggregator: Aggregator,
+    representation: Tensor | None,
+    task_params: Any,
+    method: str,
+) -> Engine:
+    items, cache = losses.items, cache_of(aggregator)
+    distributed = is_distributed()
+    exclude = {id(p) for p in shared}
+    if representation is not None:
+        _check_representation(representation, aggregator, distributed)
+        exclude.add(id(representation))
+    heads = None if task_params is None else [p for p in as_params(task_params, "task_params") if id(p) not in exclude]
+    batched = method == "batched" or (method == "auto" and _engine.auto_batches(items[0].device))
+    if representation is not None:
+        above = walk(items, representation.grad_fn, exclude)  # the heads, bypass paths, what blocks batching
+        if heads is not None:
+            above.leaves = heads
+        batched = batched and _engine.batches(method, above.hard, above.soft)
+        return RepresentationEngine(shared, representation, above, batched, cache)
+    plain = heads is None and not distributed  # full backward passes would fire DDP's reducer hooks
+    if plain and getattr(aggregator, "_uniform", False) and losses.scale is None:
+        return SummedEngine(shared, cache)  # update = c·∇ΣLᵢ whatever `method`: one backward pass
+    if plain and not batched:
+        return LoopEngine(shared, cache)
+    if heads is None or batched:
+        graph = walk(items, None, exclude)
+        heads = graph.leaves if heads is None else heads
+        if batched and _engine.batches(method, graph.hard, graph.soft):
+            return BatchedEngine(shared, heads, cache)
+    return LoopEngine(shared, cache) if plain else GradLoopEngine(shared, heads, cache)
+
+
+def _check_representation(representation: Any, aggregator: Aggregator, distributed: bool) -> None:
+    if not isinstance(representation, Tensor) or not representation.requires_grad:
+        raise ValueError("Argument `representation` must be a tensor that requires grad (a shared feature).")
+    if aggregator.state_per_column:
+        raise ValueError(
+            f"{type(aggregator).__name__} keeps state per column of the Jacobian (one entry per parameter); "
+            "with `representation=` the columns are samples × features, which change meaning every batch. "
+            "Pass the shared parameters without `representation=`."
+        )
+    if distributed:
+        raise NotImplementedError(
+            "awloss.backward(representation=...) is not supported under torch.distributed yet: pass the shared "
+            "parameters instead (their per-task gradients are averaged over the ranks)."
+        )
