@@ -8,15 +8,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-<<<<<<< HEAD
 from .. import _checks
-
-__all__ = ["Aggregator", "GramianAggregator", "SolverError"]
-=======
 from ._solvers import gramian
 
 __all__ = ["Aggregator", "GramianAggregator", "SolverError", "SolverFallbackWarning"]
->>>>>>> main
 
 
 class SolverError(RuntimeError):
@@ -58,16 +53,12 @@ class Aggregator(nn.Module):
     permutation_equivariant: ClassVar[bool] = True
     conflict_free: ClassVar[bool] = False
     state_per_column: ClassVar[bool] = False
-<<<<<<< HEAD
-    check: bool | str = True  # True / "deferred" (default), "immediate" or False
-=======
     #: ``"left_out"``: a zero row (absent task) is left out of the solve, gets weight 0, and the other tasks
     #: get the ``T - 1`` task answer (the base does it for Gramian and stateless methods; stateful
     #: non-Gramian methods do it in ``forward``). ``"kept"``: the method's weights do not depend on the rows
     #: (fixed user weights), documented in its docstring.
     zero_rows: ClassVar[str] = "left_out"
-    check: bool = True
->>>>>>> main
+    check: bool | str = True  # True / "deferred" (default), "immediate" or False
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,26 +75,19 @@ class Aggregator(nn.Module):
         gradients' values, and the result never carries an autograd graph.
         """
         J = self._validate_jacobian(jacobian)
-<<<<<<< HEAD
         with _checks.step(self):  # reads the earlier calls' flags (unless nested in awloss.backward)
             self._checks = []
-            J2 = J.reshape(J.shape[0], -1)
-            out = super().__call__(J2)
+            J2 = J.reshape(J.shape[0], -1).detach()
+            rows = None
+            if not isinstance(self, GramianAggregator) and not self.stateful and self.zero_rows == "left_out":
+                rows = _nonzero_rows_of(J2)  # stateless methods: solve the T - 1 task problem (Gramian ones: below)
+            if rows is None:
+                out = super().__call__(J2)
+            else:
+                out = super().__call__(J2[rows]) if rows.numel() else J2.new_zeros(J2.shape[1])
+                if self._weights is not None and rows.numel():
+                    self._weights = self._weights.new_zeros(J2.shape[0]).index_copy(0, rows, self._weights)
             self._run_checks(lambda: torch.isfinite(J2.sum(dim=1)))  # NaN/inf anywhere in a row shows in its sum
-=======
-        self._checks = []
-        J2 = J.reshape(J.shape[0], -1).detach()
-        rows = None
-        if not isinstance(self, GramianAggregator) and not self.stateful and self.zero_rows == "left_out":
-            rows = _nonzero_rows_of(J2)  # stateless methods: solve the T - 1 task problem (Gramian ones: below)
-        if rows is None:
-            out = super().__call__(J2)
-        else:
-            out = super().__call__(J2[rows]) if rows.numel() else J2.new_zeros(J2.shape[1])
-            if self._weights is not None and rows.numel():
-                self._weights = self._weights.new_zeros(J2.shape[0]).index_copy(0, rows, self._weights)
-        self._run_checks(lambda: torch.isfinite(J2.sum(dim=1)))  # NaN/inf anywhere in a row shows in its sum
->>>>>>> main
         return out.reshape(J.shape[1:])
 
     def forward(self, jacobian: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -169,12 +153,9 @@ class Aggregator(nn.Module):
     def reset(self) -> None:
         """Restore the state right after construction (buffers, recorded weights)."""
         self._weights = None
-<<<<<<< HEAD
         _checks.clear(self)
-=======
         self._fallbacks = 0
         self.__dict__.pop("_fallback_warned", None)
->>>>>>> main
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -243,7 +224,6 @@ class Aggregator(nn.Module):
         return ""
 
 
-<<<<<<< HEAD
 def _report(agg: Aggregator, finite: Tensor, checks: list[tuple[Tensor, str]]) -> None:
     """The error of a failed :meth:`Aggregator._run_checks` (reads the flags: the failure path only)."""
     for i, f in enumerate(finite.tolist()):
@@ -252,12 +232,13 @@ def _report(agg: Aggregator, finite: Tensor, checks: list[tuple[Tensor, str]]) -
     for ok, message in checks:
         if not bool(ok.all()):
             raise SolverError(f"{type(agg).__name__}: {message}")
-=======
+
+
 def _nonzero_rows(G: Tensor) -> Tensor | None:
     """Indices of the rows of ``G`` whose diagonal is not exactly 0, ``None`` when there is no zero row.
 
     NaN counts as non-zero (the finiteness check then names the task)."""
-    if torch.compiler.is_compiling():
+    if not _checks.host_reads_are_free(G):  # the row test is a host read: a sync on an accelerator
         return None
     nonzero = G.diagonal() != 0
     if bool(nonzero.all()):
@@ -267,13 +248,12 @@ def _nonzero_rows(G: Tensor) -> Tensor | None:
 
 def _nonzero_rows_of(J: Tensor) -> Tensor | None:
     """Indices of the rows of ``J`` that are not all exactly 0 (NaN counts as non-zero), ``None`` if all are."""
-    if torch.compiler.is_compiling():
+    if not _checks.host_reads_are_free(J):  # the row test is a host read: a sync on an accelerator
         return None
     nonzero = (J != 0).any(dim=1)
     if bool(nonzero.all()):
         return None
     return nonzero.nonzero().squeeze(1)
->>>>>>> main
 
 
 class GramianAggregator(Aggregator):
@@ -304,16 +284,10 @@ class GramianAggregator(Aggregator):
             raise ValueError(f"Argument `gramian` must be a square Tensor[T, T], got {shape}.")
         if not gramian.is_floating_point() or gramian.shape[0] == 0:
             raise ValueError(f"Argument `gramian` must be a non-empty floating point matrix, got {gramian.dtype}.")
-<<<<<<< HEAD
         with _checks.step(self):
             self._checks = []
-            w = self._weights_of(gramian)
+            w = self._weights_of(gramian.detach(), gramian.dtype)
             self._run_checks(lambda: torch.isfinite(gramian.diagonal()) & torch.isfinite(gramian).all(dim=1))
-=======
-        self._checks = []
-        w = self._weights_of(gramian.detach(), gramian.dtype)
-        self._run_checks(lambda: torch.isfinite(gramian.diagonal()) & torch.isfinite(gramian).all(dim=1))
->>>>>>> main
         return w
 
     def _weights_of(self, G: Tensor, dtype: torch.dtype) -> Tensor:

@@ -69,11 +69,7 @@ class GradConstant(GramianAggregator):
 
     @classmethod
     def _make_example(cls, num_tasks: int) -> GradConstant:
-<<<<<<< HEAD
-        return cls([1.0 - 0.9 * i / (num_tasks - 1) for i in range(num_tasks)] if num_tasks > 1 else [0.5])
-=======
         return cls([0.5] * num_tasks)  # equal weights: an inserted absent (zero) row changes nothing
->>>>>>> main
 
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T = gramian.shape[0]

@@ -141,13 +141,8 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             self._warned.add(key)
             warnings.warn(message, UserWarning, stacklevel=_seed.user_stacklevel())
 
-<<<<<<< HEAD
     def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True, **options: Any) -> Tensor:
-        num, k = self.num_tasks, _seed.count(losses)
-=======
-    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
         num = self.num_tasks
->>>>>>> main
         assert num is not None
         k = num if len(losses) == num > 1 else _seed.count(losses)  # varargs of the full count: the usual call
         given = None

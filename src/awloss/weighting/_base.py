@@ -122,22 +122,17 @@ class Weighting(nn.Module):
             local = functools.partial(self._local_loss_vector, fused=fused, poll=poll)
         return maybe_sync(self, local, losses) if sync else local(losses)
 
-<<<<<<< HEAD
     def _local_loss_vector(
         self, losses: tuple[Any, ...], *, fused: bool = False, poll: bool = False, immediate: bool = False
     ) -> Tensor:
-        """This rank's losses as ``Tensor[T]``, checked (count, names, device, values)."""
-        if poll and not torch.compiler.is_compiling():
-            _checks.poll(self)  # the flags of the earlier calls (a host read of values that are ready)
-=======
-    def _local_loss_vector(self, losses: tuple[Any, ...]) -> Tensor:
         """This rank's losses as ``Tensor[T]``, checked (count, names, device, values).
 
         Under DDP this runs inside the synchronised call's guard: whatever raises here (a check, or a
         deferred check's report polled here) is raised after the all-reduce on every rank. A check that
         raises *outside* it (before ``maybe_sync``) raises on one rank and leaves the others waiting.
         """
->>>>>>> main
+        if poll and not torch.compiler.is_compiling():
+            _checks.poll(self)  # the flags of the earlier calls (a host read of values that are ready)
         device = self._device()
         vec, names = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device)
         if names is not None and self._task_names is None:
