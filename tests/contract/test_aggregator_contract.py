@@ -158,6 +158,7 @@ def test_solver_failure_falls_back_counted_and_warned_once(monkeypatch):
     J = torch.randn(3, 5)
     with pytest.warns(SolverFallbackWarning, match="UPGrad: the dual-cone projection QP could not certify"):
         out = agg(J)
+        agg.verify()  # the fallback flag is read with the deferred checks (or at the next call)
     torch.testing.assert_close(out, J.mean(dim=0))
     import warnings
 
@@ -168,9 +169,10 @@ def test_solver_failure_falls_back_counted_and_warned_once(monkeypatch):
     agg.reset()
     assert agg.solver_fallbacks == 0
     agg.check = False  # no host read on accelerators: still counted
-    with pytest.warns(SolverFallbackWarning):  # on the CPU the flag is free to read, so it still warns
+    with pytest.warns(SolverFallbackWarning):  # the fallback flag is still read (one call late, no host sync)
         agg(J)
-    assert agg.solver_fallbacks == 1
+        agg(J)
+    assert agg.solver_fallbacks == 2
 
 
 def test_constructor_arguments_are_validated():

@@ -130,19 +130,10 @@ class Aggregator(nn.Module):
         accelerator with ``check = False``."""
         ok = ok.reshape(()) & torch.isfinite(w).all()
         self._fallbacks = self._fallbacks + (~ok).to(torch.long)
-        if (
-            not torch.compiler.is_compiling()
-            and (self.check or ok.device.type == "cpu")
-            and not self.__dict__.get("_fallback_warned", False)
-            and not bool(ok)
-        ):
-            self._fallback_warned = True
-            warnings.warn(
-                f"{type(self).__name__}: {what} could not certify its answer; using the documented fallback "
-                "(counted in `solver_fallbacks`; warned once).",
-                SolverFallbackWarning,
-                stacklevel=4,
-            )
+        if not torch.compiler.is_compiling() and not self.__dict__.get("_fallback_warned", False):
+            # a device flag read with the deferred checks (the warning comes one call late, no host read)
+            mode = "immediate" if _checks.check_mode(self) == "immediate" else "deferred"
+            _checks.push(self, ok, lambda m: _warn_fallback(m, what), mode)
         return torch.where(ok, w, safe.to(w.dtype))
 
     def _expect(self, ok: Tensor, message: str) -> None:
@@ -222,6 +213,18 @@ class Aggregator(nn.Module):
 
     def extra_repr(self) -> str:
         return ""
+
+
+def _warn_fallback(agg: Aggregator, what: str) -> None:
+    if agg.__dict__.get("_fallback_warned", False):
+        return
+    agg._fallback_warned = True
+    warnings.warn(
+        f"{type(agg).__name__}: {what} could not certify its answer; using the documented fallback "
+        "(counted in `solver_fallbacks`; warned once).",
+        SolverFallbackWarning,
+        stacklevel=5,
+    )
 
 
 def _report(agg: Aggregator, finite: Tensor, checks: list[tuple[Tensor, str]]) -> None:

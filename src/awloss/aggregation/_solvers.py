@@ -332,7 +332,8 @@ def nash_bargaining(
             break
     ok = (dec2 < 1e-6) & (alpha > 0).all(dim=1) & torch.isfinite(alpha).all(dim=1)
     first = torch.where(ok[0], 0, ok.shape[0] - 1)  # the warm answer if it converged, else the cold one
-    return alpha[first], ok[first]
+    idx = first.reshape(1)  # alpha[first] with a tensor index reads it on the host
+    return alpha.index_select(0, idx)[0], ok.index_select(0, idx)[0]
 
 
 def project_simplex(v: Tensor) -> Tensor:
