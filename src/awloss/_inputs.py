@@ -16,6 +16,7 @@ with tensors is refused: it carries no gradient, which is nearly always a ``.ite
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -73,8 +74,11 @@ def as_loss_vector(
     num_tasks: int | None,
     task_names: Sequence[str] | None,
     device: torch.device | None = None,
-) -> tuple[Tensor, list[str] | None]:
+    with_absent: bool = False,
+) -> Any:
     """Turn the call's arguments into ``Tensor[T]``; return it and the names if a mapping was given.
+
+    With ``with_absent=True`` also return the (host-side, sorted) tuple of the indices given as ``None``.
 
     Args:
         losses: the positional arguments of the call.
@@ -85,6 +89,7 @@ def as_loss_vector(
     if len(losses) == 1 and isinstance(losses[0], Tensor) and losses[0].dim() == 1 and losses[0].numel() > 1:
         vec = losses[0]  # fast path: already a vector
         names = None
+        absent: tuple[int, ...] = ()
     else:
         items, names = _split(losses)
         if names is not None and task_names is not None:
@@ -100,11 +105,12 @@ def as_loss_vector(
             lookup = dict(zip(names, items))
             items, names = [lookup[n] for n in task_names], list(task_names)
         vec = _stack(items, names, device)
+        absent = tuple(i for i, x in enumerate(items) if x is None) if with_absent else ()
     if num_tasks is not None and vec.shape[0] != num_tasks:
         raise ValueError(f"Expected {num_tasks} losses (parameter `num_tasks`), got {vec.shape[0]}.")
     if not vec.is_floating_point():
         raise TypeError(f"Losses must be floating point tensors, got dtype {vec.dtype}.")
-    return vec, names
+    return (vec, names, absent) if with_absent else (vec, names)
 
 
 def _stack(items: list[Any], names: Sequence[str] | None, device: torch.device | None) -> Tensor:
@@ -133,6 +139,8 @@ def _stack(items: list[Any], names: Sequence[str] | None, device: torch.device |
                 )
             if x.device != ref.device:
                 raise ValueError(f"Loss {_label(i, names)} is on {x.device}, but the others are on {ref.device}.")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        _warn_detached(items, names)
     dtype = ref.dtype
     dtypes = {t.dtype for t in tensors}
     if len(dtypes) > 1:
@@ -151,6 +159,20 @@ def _stack(items: list[Any], names: Sequence[str] | None, device: torch.device |
         else:
             out.append((x if x.dim() == 0 else x.reshape(())).to(dtype))
     return torch.stack(out)
+
+
+def _warn_detached(items: list[Any], names: Sequence[str] | None) -> None:
+    """Warn about a tensor loss without grad among losses with grad: that task would not train the model."""
+    for i, x in enumerate(items):
+        if isinstance(x, Tensor) and not x.requires_grad:
+            warnings.warn(
+                f"Loss {_label(i, names)} does not require grad while other losses do, so it will not train the "
+                "model (a `.detach()`, a `torch.no_grad()` block or a constant?). Pass None for a task absent "
+                "from this batch.",
+                UserWarning,
+                stacklevel=6,  # the user's `weighting(...)` call
+            )
+            return
 
 
 def check_positive(name: str, value: float, *, strict: bool = True) -> float:

@@ -75,3 +75,35 @@ def test_zero_epoch_mean_gives_finite_weights():
     run_epoch(dwa, [0.0, 1.0], batches=1)
     w = run_epoch(dwa, [0.0, 1.0], batches=1)[0]
     assert torch.isfinite(w).all() and w.sum().item() == pytest.approx(2.0)
+
+
+def test_mean_rising_from_zero_does_not_make_the_weights_one_hot():
+    """A previous epoch mean of 0 was clamped to the tiniest float: ratio 1e38, weights one-hot
+    (old main: [2, 0]). It now counts as no information (ratio 1)."""
+    dwa = awloss.DWA(2)
+    run_epoch(dwa, [0.0, 1.0], batches=1)
+    run_epoch(dwa, [0.5, 1.0], batches=1)
+    w = run_epoch(dwa, [0.5, 1.0], batches=1)[0]
+    torch.testing.assert_close(w, torch.ones(2))
+
+
+def test_absent_task_is_left_out_of_its_epoch_mean():
+    dwa = awloss.DWA(3)
+    for epoch in range(3):
+        for k in range(4):
+            loss = torch.tensor(1.0 / (epoch + 1))
+            dwa(loss, None if k % 2 else loss, torch.tensor(1.0))  # task 1 absent in half the batches
+        dwa.step()
+    torch.testing.assert_close(dwa.history[1], torch.tensor([1 / 3, 1 / 3, 1.0]))  # not 1/6 for task 1
+    dwa(torch.tensor(1.0), None, torch.tensor(1.0))
+    assert dwa.weights[1] == 0 and float(dwa.weights.sum()) == pytest.approx(2.0)
+
+
+def test_state_dict_without_absent_count_still_loads():
+    dwa = awloss.DWA(2)
+    run_epoch(dwa, [1.0, 1.0], batches=2)
+    state = dwa.state_dict()
+    del state["absent_count"]  # a checkpoint of the previous release
+    fresh = awloss.DWA(2)
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.history, dwa.history)

@@ -113,3 +113,30 @@ def test_bad_use_and_bad_input():
         with pytest.raises(ValueError, match=f"`{next(iter(kw))}` must be"):
             awloss.FAMO(2, **kw)
 
+
+
+def test_zero_or_absent_loss_leaves_the_others_their_weight():
+    """Issue 11 §2: a loss of exactly 0 (or None) gave every other task a weight of about 1e-8
+    (old main: [1e-8, 1.0, 5e-9]); it is now left out of the normalisation with weight 0."""
+    for middle in (torch.tensor(0.0, requires_grad=True), None):
+        famo = awloss.FAMO(3)
+        famo(torch.tensor(1.0, requires_grad=True), middle, torch.tensor(2.0, requires_grad=True))
+        torch.testing.assert_close(famo.weights, torch.tensor([2 / 3, 0.0, 1 / 3]))
+        famo.update(torch.tensor(0.5), middle if middle is None else torch.tensor(0.0), torch.tensor(2.0))
+        assert famo.logits[1] == 0 and famo.exp_avg[1] == 0  # no log-loss change: its logit is left alone
+        ref = awloss.FAMO(2)
+        ref(torch.tensor([1.0, 2.0]))
+        ref.update(torch.tensor([0.5, 2.0]))
+        torch.testing.assert_close(famo.logits[[0, 2]], ref.logits)  # the others move as for T - 1 tasks
+
+
+def test_state_dict_without_prev_active_still_loads():
+    famo = awloss.FAMO(2)
+    famo(torch.tensor([1.0, 2.0]))
+    state = famo.state_dict()
+    del state["prev_active"]  # a checkpoint of the previous release
+    fresh = awloss.FAMO(2)
+    fresh.load_state_dict(state)
+    fresh.update(torch.tensor([0.5, 2.0]))
+    famo.update(torch.tensor([0.5, 2.0]))
+    torch.testing.assert_close(fresh.logits, famo.logits)

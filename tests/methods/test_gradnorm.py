@@ -100,3 +100,81 @@ def test_bad_arguments():
         awloss.GradNorm(2, shared=torch.nn.Linear(1, 1), alpha=-1.0)
     with pytest.raises(ValueError, match=r"`losses\[0\]` must be finite, got nan"):
         awloss.GradNorm(2, shared=torch.nn.Linear(1, 1))(torch.tensor(float("nan")), torch.tensor(1.0))
+
+
+def _train_gradnorm(first_zero_steps: int, zero_from: int | None, steps: int = 120):
+    torch.manual_seed(0)
+    trunk, heads = torch.nn.Linear(4, 8), torch.nn.Linear(8, 3)
+    gn = awloss.GradNorm(3, shared=trunk, lr=0.1)
+    opt = torch.optim.SGD([*trunk.parameters(), *heads.parameters()], lr=1e-2)
+    x = torch.randn(32, 4)
+    for t in range(steps):
+        out = heads(trunk(x))
+        zero = t < first_zero_steps or (zero_from is not None and t >= zero_from)
+        scale = 0.0 if zero else 1.0
+        losses = [out[:, 0].pow(2).mean() * scale, (out[:, 1] - 1).pow(2).mean(), (out[:, 2] + 1).pow(2).mean()]
+        total = gn(losses)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    return gn, trunk
+
+
+def test_a_zero_first_loss_does_not_collapse_the_other_weights():
+    """Issue 11 §2: a task at loss 0 on the first call took L_i(0) = 0, so its rate stayed 1 forever and
+    the other tasks' weights were driven toward the 1e-6 clamp (old main: [2.99, 7e-3, 5e-3] after 120
+    steps)."""
+    w = _train_gradnorm(first_zero_steps=1, zero_from=None)[0].task_weights
+    assert bool(torch.isfinite(w).all()) and float(w.sum()) == pytest.approx(3.0, rel=1e-5)
+    assert float(w.min()) > 0.1, w
+
+
+def test_a_loss_reaching_zero_keeps_its_weight_and_leaves_the_others_balanced():
+    gn, trunk = _train_gradnorm(first_zero_steps=0, zero_from=20)
+    w = gn.task_weights
+    assert float(w.min()) > 0.1, w
+    kept = gn.task_weights[0].clone()
+    y = trunk(torch.randn(5, 4))
+    gn(y.sum() * 0.0, y.pow(2).mean(), (y - 1).pow(2).mean())  # task 0 at 0: left out of the step
+    assert gn.task_weights[0] == kept and float(gn.task_weights.sum()) == pytest.approx(3.0, rel=1e-5)
+
+
+def test_absent_task_is_left_out_and_the_others_sum_to_t_minus_1():
+    torch.manual_seed(0)
+    trunk = torch.nn.Linear(3, 4)
+    gn = awloss.GradNorm(3, shared=trunk)
+    for _ in range(5):
+        y = trunk(torch.randn(8, 3))
+        gn(y[:, 0].pow(2).mean(), 10 * y[:, 1].pow(2).mean(), y[:, 2].abs().mean()).backward()
+    before = gn.task_weights.clone()
+    y = trunk(torch.randn(8, 3))
+    total = gn(y[:, 0].pow(2).mean(), None, y[:, 2].abs().mean())
+    assert gn.weights[1] == 0 and float(gn.weights.sum()) == pytest.approx(2.0, rel=1e-5)
+    torch.testing.assert_close(gn.weights[[0, 2]] / gn.weights[[0, 2]].sum(), before[[0, 2]] / before[[0, 2]].sum())
+    assert gn.task_weights[1] == before[1]  # its state is untouched
+    assert torch.isfinite(total)
+
+
+def test_a_gradnorm_deep_copied_alone_warns_that_it_measures_a_copy():
+    """Issue 11 §3: a deep copy of GradNorm alone measured copies of the layer and silently stopped."""
+    import copy
+
+    trunk = torch.nn.Linear(2, 2)
+    gn = copy.deepcopy(awloss.GradNorm(2, shared=trunk))
+    y = trunk(torch.ones(1, 2))
+    with pytest.warns(UserWarning, match="no loss reaches the `shared` parameters"):
+        gn(y[0, 0] ** 2, y[0, 1] ** 2)
+    both = copy.deepcopy(torch.nn.ModuleDict({"trunk": trunk, "gn": awloss.GradNorm(2, shared=trunk)}))
+    assert both["gn"]._shared[0] is both["trunk"].weight  # copied with the model: it measures the copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = both["trunk"](torch.ones(1, 2))
+        both["gn"](y[0, 0] ** 2, y[0, 1] ** 2)
+
+
+def test_checkpoint_with_another_alpha_is_refused():
+    state = awloss.GradNorm(2, shared=torch.nn.Linear(1, 1), alpha=1.5).state_dict()
+    with pytest.raises(ValueError, match=r"saved with `alpha`=1.5, but this GradNorm has `alpha`=0.5"):
+        awloss.GradNorm(2, shared=torch.nn.Linear(1, 1), alpha=0.5).load_state_dict(state)

@@ -54,3 +54,16 @@ def test_zero_and_negative_losses_raise_unless_shifted():
 def test_bad_eps():
     with pytest.raises(ValueError, match="`eps` must be >= 0"):
         awloss.ScaleInvariant(eps=-1.0)
+
+
+@pytest.mark.parametrize("cls", [awloss.ScaleInvariant, awloss.GeometricMean])
+def test_float16_losses_are_weighed_in_float32(cls):
+    """Issue 11 §6: 1/L in float16 overflowed (old main: SI weights [inf, 1] for losses [1e-6, 1])."""
+    m = cls()
+    losses = torch.tensor([1e-6, 1.0], dtype=torch.float16)
+    out = m(losses)
+    assert out.dtype == torch.float32 and m.weights.dtype == torch.float32
+    assert bool(torch.isfinite(m.weights).all()) and torch.isfinite(out)
+    ref = cls()
+    ref(losses.float())
+    torch.testing.assert_close(m.weights, ref.weights)

@@ -77,3 +77,26 @@ def test_bad_arguments():
         awloss.STCH(2, warmup_epochs=-1)
     with pytest.raises(ValueError, match=r"`losses\[0\]` must be finite, got nan"):
         awloss.STCH(2)(torch.tensor(float("nan")), torch.tensor(1.0))
+
+
+def test_absent_task_is_left_out_of_the_soft_maximum_and_of_the_nadir():
+    stch = awloss.STCH(3)
+    stch(torch.tensor(1.0), None, torch.tensor(1.0))
+    torch.testing.assert_close(stch.weights, torch.tensor([0.5, 0.0, 0.5]))  # old main: e/(2e+1) each
+    stch = awloss.STCH(2, warmup_epochs=1)
+    stch(torch.tensor(2.0), torch.tensor(1.0))
+    stch(torch.tensor(4.0), None)
+    assert stch.weights.tolist() == [0.25, 0.0]
+    stch.step()
+    torch.testing.assert_close(stch.nadir, torch.tensor([3.0, 1.0]))  # task 1 averaged over its one call
+    out = stch(torch.tensor(3.0), None)
+    torch.testing.assert_close(out, torch.tensor(0.0))  # T - 1 = 1 task at its nadir: log 1
+
+
+def test_state_dict_with_a_scalar_loss_count_still_loads():
+    stch = awloss.STCH(2, warmup_epochs=2)
+    state = stch.state_dict()
+    state["loss_count"] = torch.tensor(0)  # a checkpoint of the previous release
+    fresh = awloss.STCH(2, warmup_epochs=2)
+    fresh.load_state_dict(state)
+    assert fresh.loss_count.shape == (2,)

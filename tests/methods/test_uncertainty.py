@@ -160,7 +160,8 @@ def test_zero_or_absent_loss_keeps_weight_finite_over_10000_adam_steps(cls):
         out.backward()
         opt.step()
     assert torch.isfinite(w.weights).all()
-    assert w.weights[1].item() == pytest.approx(w.weights[2].item())
+    assert w.weights[2].item() == 0.0  # absent from this batch: reported as 0 (issue 11 §2)
+    assert w.sigma[1].item() == pytest.approx(w.sigma[2].item())
     assert w.weights[1].item() == pytest.approx(0.5)  # untouched from init (σ = 1)
     assert w.weights[0].item() == pytest.approx(UncertaintyWeighting.equilibrium_weight(1.5, regularizer=w.regularizer), rel=1e-2)
 

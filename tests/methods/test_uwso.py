@@ -58,3 +58,26 @@ def test_zero_and_negative_losses_and_bad_temperature():
     torch.testing.assert_close(shifted.weights, torch.softmax(torch.tensor([1.0, 0.5]), 0))
     with pytest.raises(ValueError, match="`temperature` must be > 0"):
         awloss.UWSO(temperature=0.0)
+
+
+def test_float16_losses_below_1_5e_5_give_finite_float32_weights():
+    """Issue 11 §6: 1/L in float16 overflowed (old main: weights [nan, nan] for losses [1e-6, 1])."""
+    uwso = awloss.UWSO(temperature=1e6)
+    losses = torch.tensor([1e-6, 1.0], dtype=torch.float16, requires_grad=True)
+    out = uwso(losses)
+    assert uwso.weights.dtype == torch.float32 and bool(torch.isfinite(uwso.weights).all())
+    torch.testing.assert_close(uwso.weights, torch.softmax(1e-6 / losses.detach().float(), 0))
+    (grad,) = torch.autograd.grad(out, losses)
+    assert bool(torch.isfinite(grad).all())
+
+
+def test_default_temperature_warns_when_the_weights_are_one_hot():
+    """Issue 11 §6: losses 10x apart around 0.1 gave weights [0.99988, 1.2e-4] without a word."""
+    with pytest.warns(UserWarning, match=r"puts 0.9999 of the weight on one task.*temperature=10"):
+        awloss.UWSO()(torch.tensor([0.1, 1.0]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        awloss.UWSO()(torch.tensor([1.0, 10.0]))  # [0.71, 0.29]: no warning
+        awloss.UWSO(temperature=10.0)(torch.tensor([0.1, 1.0]))

@@ -23,6 +23,8 @@ EXPECTED = {
     "stch": (None, None),  # paper form: max-type, any sign
     "uw": (None, ERR_NEG),
     "awl": (None, ERR_NEG),
+    "cosmos": (None, None),  # a cosine of the loss vector: defined for any sign, finite at 0 (norm floor)
+    "pbi": (None, None),  # a decomposition along the preference ray: any sign, d2 has its eps floor
 }
 
 

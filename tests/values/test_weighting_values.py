@@ -15,6 +15,7 @@ import torch
 import awloss
 
 E = math.exp
+SQ2 = math.sqrt(2)
 # FAMO after one update: logits (-0.025, 0.025) -> z, c = z0/1 + z1/4.
 Z0 = E(-0.025) / (E(-0.025) + E(0.025))
 Z1 = 1 - Z0
@@ -102,6 +103,14 @@ ROWS = [
     ("gradnorm-after-step", _gradnorm_after_one_step, None, 0.975 * 3 + 1.025, [0.975, 1.025], "GradNorm Alg. 1"),
     # Lin et al. 2024 Eq. 8, mu = 1, lambda = 1, z* = 0: log(e + e) = 1 + ln 2.
     ("stch", lambda: awloss.STCH(2), [1.0, 1.0], 1 + math.log(2), [0.5, 0.5], "STCH Eq. 8"),
+    # COSMOS (Ruchte & Grabocka 2021, Eq. 4): r = (1, 1), L = (3, 4): r.L = 7, |r| = sqrt 2, |L| = 5,
+    # total = 7 - 7 / (5 sqrt 2); w = r - d cos / d L, d cos / d L_i = r_i / (|r| |L|) - (r.L) L_i / (|r| |L|^3).
+    ("cosmos", lambda: awloss.get("cosmos", lambda_=1.0, weights=[1.0, 1.0]), [3.0, 4.0], 7 - 7 / (5 * SQ2),
+     [1 - (1 / (SQ2 * 5) - 7 * 3 / (SQ2 * 125)), 1 - (1 / (SQ2 * 5) - 7 * 4 / (SQ2 * 125))], "COSMOS Eq. 4"),
+    # PBI (Zhang & Li 2007, MOEA/D Eq. 8), theta = 5, r = (1, 1), z* = 0, L = (3, 4): d1 = 7 / sqrt 2,
+    # residual L - d1 r_hat = (-1/2, 1/2), d2 = sqrt(1/2); w = r_hat + theta * residual / d2.
+    ("pbi", lambda: awloss.get("pbi", theta=5.0, weights=[1.0, 1.0]), [3.0, 4.0], 7 / SQ2 + 5 * math.sqrt(0.5),
+     [1 / SQ2 - 5 * 0.5 / math.sqrt(0.5), 1 / SQ2 + 5 * 0.5 / math.sqrt(0.5)], "MOEA/D PBI, Eq. 8"),
     (
         "stch-mu0.5",
         lambda: awloss.STCH(2, mu=0.5),

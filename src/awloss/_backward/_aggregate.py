@@ -40,15 +40,21 @@ def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Ten
     return [u.view(b.shape[1:]) for u, b in zip(update.split(sizes), blocks)]
 
 
-def _summed(aggregator: GramianAggregator, grad: Tensor, T: int) -> list[Tensor]:
-    """GradMean/GradSum: constant weights (their Gramian is never looked at) times ``∇ΣLᵢ``."""
+def _summed(aggregator: GramianAggregator, grad: Tensor, present: list[bool]) -> list[Tensor]:
+    """GradMean/GradSum: constant weights (their Gramian is never looked at) times ``∇ΣLᵢ``; an absent task
+    (a zero row) is left out and gets weight 0, as :class:`~awloss.aggregation.Aggregator` does for a Jacobian.
+    (A present task whose loss reaches no shared parameter is counted: finding it would take its own backward.)"""
     aggregator._checks = []
-    w = aggregator.weights_from_gramian(grad.new_zeros(T, T)).to(grad.dtype)
+    k = sum(present)
+    sub = aggregator.weights_from_gramian(grad.new_zeros(k, k)).to(grad.dtype)
+    w = sub if k == len(present) else grad.new_zeros(len(present)).masked_scatter(
+        torch.tensor(present, device=grad.device), sub
+    )
     aggregator._set_weights(w)
     mode = _checks.check_mode(aggregator)
     if mode is not None:  # a device flag, read at the next step
         _checks.push(aggregator, grad.sum(), _report_sum_grad, mode)
-    return [grad * w[0]]
+    return [grad * sub[0]] if k else [torch.zeros_like(grad)]
 
 
 def _report_sum_grad(_: Any) -> None:
@@ -63,7 +69,7 @@ def aggregate(aggregator: Aggregator, jac: Jacobian, T: int, scale: float | None
     skips the step, the aggregator's state untouched).
     """
     if jac.summed:
-        return _summed(aggregator, jac.blocks[0], T), False  # type: ignore[arg-type]
+        return _summed(aggregator, jac.blocks[0], jac.present), False  # type: ignore[arg-type]
     if scale is None:
         return _aggregate(aggregator, jac.blocks, T), False
     if not bool(torch.stack([torch.isfinite(b).all() for b in jac.blocks]).all()):

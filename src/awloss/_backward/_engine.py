@@ -27,13 +27,15 @@ class Jacobian:
     rank's losses do not reach it, dropped by the reduction step), or, with ``params = None``, one flat
     ``[T, n]`` block of the engine's own layout; ``heads`` and ``head_grads``: the task-specific parameters
     and their ``∇ΣLᵢ`` where the engine computed them; ``summed``: the one block is ``∇ΣLᵢ`` itself
-    (constant-weight aggregators), not per-task rows."""
+    (constant-weight aggregators), not per-task rows, and ``present`` says which tasks it contains (an
+    absent task's zero row is left out of the weights, as the aggregator does on a Jacobian)."""
 
     blocks: list[Any]
     params: list[Tensor] | None = None
     heads: list[Tensor] = field(default_factory=list)
     head_grads: list[Tensor | None] = field(default_factory=list)
     summed: bool = False
+    present: list[bool] = field(default_factory=list)
 
 
 class Engine:

@@ -21,11 +21,13 @@ METHODS = ("auto", "batched", "loop")
 class Losses:
     """What the engines differentiate: ``items[t]`` is task ``t``'s scalar loss (a zero that depends on the
     graph for an absent task, so its Jacobian row is 0), transformed by the aggregator and scaled by the
-    GradScaler; ``scale`` is that scale (``None`` without one); ``names`` the task names of a mapping."""
+    GradScaler; ``scale`` is that scale (``None`` without one); ``names`` the task names of a mapping;
+    ``present[t]`` is ``False`` for an absent (``None``) or constant task, whose Jacobian row is 0."""
 
     items: list[Tensor]
     scale: float | None
     names: list[str] | None
+    present: list[bool]
 
 
 def check_arguments(aggregator: Any, method: str) -> None:
@@ -61,7 +63,8 @@ def gather_losses(losses: Any, aggregator: Aggregator, scaler: Any) -> Losses:
     items = [
         (x if x.dim() == 0 else x.reshape(())) if isinstance(x, Tensor) and x.requires_grad else None for x in items
     ]
-    if any(x is None for x in items):  # constants and absent tasks have zero gradients
+    present = [x is not None for x in items]
+    if not all(present):  # constants and absent tasks have zero gradients
         zero = L.new_zeros(()) * L.sum()
         items = [zero if x is None else x for x in items]
     items = [x if x.dtype == L.dtype else x.to(L.dtype) for x in items]
@@ -71,7 +74,7 @@ def gather_losses(losses: Any, aggregator: Aggregator, scaler: Any) -> Losses:
     if scaler is not None and scaler.is_enabled():
         items = [scaler.scale(x) for x in items]
         scale = float(scaler.get_scale())
-    return Losses(items, scale, names)
+    return Losses(items, scale, names, present)
 
 
 def _report_losses(_: Any, L: Tensor, names: Any) -> None:

@@ -21,4 +21,4 @@ class SummedEngine(LoopEngine):
         flat, self.used = guarded(loop_backward, [total], self.shared, retain_graph, self.cache)
         if not any(self.used):
             raise missing_params()
-        return Jacobian([flat[0]], summed=True)
+        return Jacobian([flat[0]], summed=True, present=losses.present)

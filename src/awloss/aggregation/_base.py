@@ -56,7 +56,8 @@ class Aggregator(nn.Module):
     #: ``"left_out"``: a zero row (absent task) is left out of the solve, gets weight 0, and the other tasks
     #: get the ``T - 1`` task answer (the base does it for Gramian and stateless methods; stateful
     #: non-Gramian methods do it in ``forward``). ``"kept"``: the method's weights do not depend on the rows
-    #: (fixed user weights), documented in its docstring.
+    #: (fixed user weights, a robust statistic), documented in its docstring. ``"own"``: the method's own
+    #: solve treats zero rows (Krum's masks, PCD's primary row 0); the base leaves them in.
     zero_rows: ClassVar[str] = "left_out"
     check: bool | str = True  # True / "deferred" (default), "immediate" or False
 

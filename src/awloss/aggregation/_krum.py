@@ -57,6 +57,7 @@ class Krum(GramianAggregator):
     """
 
     name = "krum"
+    zero_rows = "own"  # all-zero rows are left out by its own masks (T counts the present rows)
     aliases = ("multi_krum",)
 
     def __init__(self, n_byzantine: int = 0, n_selected: int = 1) -> None:

@@ -51,6 +51,7 @@ class TrimmedMean(Aggregator):
     name = "trimmed_mean"
     aliases = ("trimmedmean",)
     weighted = False
+    zero_rows = "kept"  # a zero row (absent task) is one more data point of the coordinate-wise statistic
 
     def __init__(self, trim_number: int = 1) -> None:
         super().__init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .._inputs import as_loss_vector, check_int
-from ..distributed import is_distributed, maybe_sync, sync_update_losses
+from ..distributed import _should_sync, is_distributed, maybe_sync, sync_update_losses
 
 __all__ = ["Weighting"]
 
@@ -38,6 +39,12 @@ class Weighting(nn.Module):
     saw the bad value (one host read per call: a ``cudaStreamSynchronize`` on a GPU), or
     ``check = False`` (or the older ``check_finite = False``) to skip the check.
 
+    A task given as ``None`` is absent from the batch: it is left out of the method's normalisation and
+    state, its weight is reported as 0, and the other tasks are weighed as if ``T - 1`` tasks were given.
+    Methods without per-task state set ``absent_by_subset = True`` and simply run on the present losses;
+    the others read :meth:`_present_mask` in ``forward``. (Under DDP a synchronised call averages the
+    ranks' losses, a ``None`` counting as 0 on its rank, so that every rank computes the same weights.)
+
     Under ``torch.distributed`` (DDP) the losses' values are averaged over the ranks before
     :meth:`forward`, so every rank computes the same weights and state; see
     :mod:`awloss.distributed` (attributes ``sync`` and ``process_group``).
@@ -54,6 +61,8 @@ class Weighting(nn.Module):
     stateful: ClassVar[bool] = False
     requires_nonnegative: ClassVar[bool] = False
     permutation_equivariant: ClassVar[bool] = True
+    absent_by_subset: ClassVar[bool] = False
+    objective_params: ClassVar[tuple[str, ...]] = ()
     stale_check_every: ClassVar[int] = 100
     #: ``forward`` pushes its own value flag (see :meth:`_push_flag`): the base computes none in deferred mode.
     _fused_check: ClassVar[bool] = False
@@ -61,6 +70,7 @@ class Weighting(nn.Module):
     check_finite: bool = True
     sync: bool | str = "auto"
     process_group: Any = None
+    _absent: tuple[int, ...] = ()  # indices given as None in the current call (set per call)
 
     def __init__(self, num_tasks: int | None = None, *, task_names: Sequence[str] | None = None) -> None:
         super().__init__()
@@ -84,6 +94,10 @@ class Weighting(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.objective_params and "get_extra_state" not in cls.__dict__:
+            # The hyper-parameters that give the state its meaning travel in `state_dict()["_extra_state"]`.
+            cls.get_extra_state = Weighting._get_objective_state  # type: ignore[method-assign]
+            cls.set_extra_state = Weighting._set_objective_state  # type: ignore[method-assign]
         update = cls.__dict__.get("update")
         if update is not None and not getattr(update, "_awloss_synced", False):
             # Under DDP, `update(new_losses)` sees the losses averaged over the ranks, like `__call__`.
@@ -98,7 +112,7 @@ class Weighting(nn.Module):
     def __call__(self, *losses: Any) -> Tensor:  # type: ignore[override]
         """Weigh ``losses`` (varargs, a sequence, a 1-D tensor or a mapping) into one scalar."""
         vec = self._loss_vector(losses, fused=self._fused_check, poll=True)
-        out = super().__call__(vec)
+        out = super().__call__(vec) if not self._absent else self._call_with_absent(vec)
         if self.learnable and self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             self._watch_parameters(vec)
         return out
@@ -120,7 +134,14 @@ class Weighting(nn.Module):
             local = self._local_loss_vector
         else:
             local = functools.partial(self._local_loss_vector, fused=fused, poll=poll)
-        return maybe_sync(self, local, losses) if sync else local(losses)
+        if not sync:
+            return local(losses)
+        vec = maybe_sync(self, local, losses)
+        if self._absent and _should_sync(self):
+            # The ranks average their losses and must weigh them alike, but a task may be None on one rank
+            # only: a synchronised call counts None as a loss of 0 on its rank (the ranks' mean), as before.
+            self.__dict__["_absent"] = ()
+        return vec
 
     def _local_loss_vector(
         self, losses: tuple[Any, ...], *, fused: bool = False, poll: bool = False, immediate: bool = False
@@ -134,24 +155,44 @@ class Weighting(nn.Module):
         if poll and not torch.compiler.is_compiling():
             _checks.poll(self)  # the flags of the earlier calls (a host read of values that are ready)
         device = self._device()
-        vec, names = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device)
+        vec, names, absent = as_loss_vector(
+            losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device, with_absent=True
+        )
         if names is not None and self._task_names is None:
             self._task_names = tuple(names)
         self._check_device(vec, device)
+        self.__dict__["_absent"] = absent
         self.__dict__["_all_positive"] = False  # set by `_check_values` when it proves every loss > 0
-        self._check_input(vec, fused=fused, immediate=immediate)
+        self._check_input(vec, fused=fused and not absent, immediate=immediate)
         return vec
 
     def _check_input(self, vec: Tensor, *, fused: bool = False, immediate: bool = False) -> None:
-        """Check ``vec``: at once ("immediate"), or as a device flag read at the next call ("deferred")."""
+        """Check ``vec``: at once ("immediate"), or as a device flag read at the next call ("deferred").
+
+        An absent task (``None``) passes every check; a present loss is checked under its own label.
+        """
         if torch.compiler.is_compiling():
             return
         mode = _checks.check_mode(self) if self.check_finite else None
+        if mode is not None and self._absent:
+            vec = vec.detach().index_fill(0, self._absent_index(vec), 1.0)
         if mode == "immediate" or (mode is not None and immediate):
             self._check_values(vec)
+            if self._absent:
+                self.__dict__["_all_positive"] = False  # the absent slots hold 0
         elif mode is not None and not fused:
             d = vec.detach()
-            _checks.push(self, self._value_flag(d), lambda m: m._check_values(d), mode)
+            absent = self._absent
+            _checks.push(self, self._value_flag(d), lambda m: m._report_values(d, absent), mode)
+
+    def _report_values(self, d: Tensor, absent: tuple[int, ...]) -> None:
+        """A failed deferred check's report: ``_check_values`` with the absent tasks of the call that pushed it."""
+        now = self.__dict__.get("_absent", ())
+        self.__dict__["_absent"] = absent
+        try:
+            self._check_values(d)
+        finally:
+            self.__dict__["_absent"] = now
 
     def _push_flag(self, flag: Tensor, vec: Tensor) -> None:
         """For ``_fused_check`` methods: ``flag`` (e.g. the objective: NaN/inf for a bad loss) vouches for ``vec``."""
@@ -160,6 +201,7 @@ class Weighting(nn.Module):
             and not torch.compiler.is_compiling()
             and _checks.check_mode(self) == "deferred"
             and not is_distributed(self.process_group)  # under DDP the base checked at once
+            and not self._absent  # with a task absent the base checked (the absent slots filled)
         ):
             d = vec.detach()
             _checks.push(self, flag, lambda m: m._check_values(d), "deferred")
@@ -167,6 +209,43 @@ class Weighting(nn.Module):
     def verify(self) -> None:
         """Raise now if a check of an earlier call failed (waits for the device; see ``check``)."""
         _checks.poll(self, wait=True)
+
+    # ------------------------------------------------------ absent tasks
+    def _absent_index(self, vec: Tensor) -> Tensor:
+        """The indices of the tasks given as ``None`` in this call, as a tensor on ``vec``'s device."""
+        return torch.tensor(self._absent, dtype=torch.long, device=vec.device)
+
+    def _present_mask(self, vec: Tensor) -> Tensor | None:
+        """``Tensor[T]`` of bools, ``False`` for a task given as ``None``; ``None`` when every task is present."""
+        if not self._absent:
+            return None
+        return torch.ones(vec.shape[0], dtype=torch.bool, device=vec.device).index_fill_(
+            0, self._absent_index(vec), False
+        )
+
+    def _call_with_absent(self, vec: Tensor) -> Tensor:
+        """Weigh a call with tasks given as ``None``: they are left out, their weight reported as 0.
+
+        A method with ``absent_by_subset = True`` (no per-task state or parameters) simply runs on the
+        present losses; the others read :meth:`_present_mask` in ``forward`` to leave the absent tasks out
+        of their normalisation and state. The absent slots of ``vec`` hold a constant 0.
+        """
+        T = vec.shape[0]
+        if len(self._absent) == T:  # nothing to weigh: a constant 0, no state touched
+            self._set_weights(torch.zeros_like(vec))
+            return vec.sum()
+        if self.absent_by_subset:
+            absent = set(self._absent)
+            idx = torch.tensor([i for i in range(T) if i not in absent], dtype=torch.long, device=vec.device)
+            out = nn.Module.__call__(self, vec.index_select(0, idx))
+            w = self._weights  # (not `.weights`: it polls the deferred checks, a host read)
+            self._set_weights(w.new_zeros(T).index_copy_(0, idx, w))
+            return out
+        out = nn.Module.__call__(self, vec)
+        w = self._weights
+        if w.shape[0] == T:  # (AutomaticWeightedLoss's seed mode reports only the k losses it was given)
+            self._set_weights(w.index_fill(0, self._absent_index(vec), 0.0))
+        return out
 
     def forward(self, losses: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Return the scalar objective for ``losses`` (``Tensor[T]``); call ``self._set_weights``."""
@@ -315,6 +394,46 @@ class Weighting(nn.Module):
         fine = (flat != old_p).any() | (losses == old_l).all()
         _checks.push(self, fine, _warn_stale, "deferred")
         self._snapshot = None
+
+    # ------------------------------------------------------------ checkpoints
+    def _objective(self) -> dict[str, Any]:
+        """``{name: value}`` of the hyper-parameters listed in ``objective_params``, as JSON-able values."""
+        out: dict[str, Any] = {}
+        for name in self.objective_params:
+            v = getattr(self, name)
+            out[name] = v.detach().cpu().tolist() if isinstance(v, Tensor) else list(v) if isinstance(v, tuple) else v
+        return out
+
+    def _get_objective_state(self) -> Tensor:
+        """``get_extra_state`` of the methods declaring ``objective_params``: their values, JSON in a uint8
+        tensor (a tensor so that every ``state_dict`` consumer, broadcasts included, handles it)."""
+        data = json.dumps(self._objective(), sort_keys=True).encode()
+        dev = self._device()
+        return torch.tensor(list(data), dtype=torch.uint8, device=dev if dev is not None else "cpu")
+
+    def _set_objective_state(self, state: Any) -> None:
+        """Refuse a checkpoint saved with other objective-defining hyper-parameters (its state would mean
+        something else here: e.g. UW's log-variances under "log" vs "log1p")."""
+        if isinstance(state, Tensor):
+            state = json.loads(bytes(state.detach().cpu().tolist()).decode())
+        if not isinstance(state, dict):
+            return
+        mine = self._objective()
+        for name, saved in state.items():
+            if name in mine and mine[name] != saved:
+                cls = type(self).__name__
+                raise ValueError(
+                    f"This checkpoint of {cls} was saved with `{name}`={saved!r}, but this {cls} has "
+                    f"`{name}`={mine[name]!r}: its state would define a different objective. Build the module "
+                    f"with `{name}={saved!r}`, or drop the key '_extra_state' from the state dict to load the "
+                    "state anyway."
+                )
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        key = prefix + "_extra_state"
+        if self.objective_params and key not in state_dict:  # a checkpoint without it (older release): load
+            state_dict[key] = self._objective()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def _make_example(cls, num_tasks: int) -> Weighting:

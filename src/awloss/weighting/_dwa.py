@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -55,13 +56,17 @@ class DWA(Weighting):
     Note:
         The official code keeps the epoch losses in the training script; here the module accumulates
         them (``state_dict`` holds the running sums and the last two means, so training resumes
-        exactly). A previous-epoch mean of 0 is clamped to the smallest positive float, giving
-        :math:`r_i = 0` instead of NaN. Calls in ``eval()`` mode (validation) are not accumulated.
+        exactly). A previous-epoch mean of 0 gives :math:`r_i = 1` (no information) instead of NaN
+        or an infinite ratio that would make the weights one-hot. A task given as ``None`` is left out of its
+        epoch mean (a task absent all epoch keeps its last mean) and, in that call, the others are weighed
+        :math:`(T-1)\operatorname{softmax}` over the present tasks. Calls in ``eval()`` mode (validation)
+        are not accumulated.
     """
 
     name = "dwa"
     aliases = ("dynamic_weight_average",)
     stateful = True
+    objective_params = ("temperature",)  # a checkpoint saved with another temperature is refused on load
 
     def __init__(self, num_tasks: int, *, temperature: float = 2.0, task_names: Sequence[str] | None = None) -> None:
         super().__init__(num_tasks, task_names=task_names)
@@ -70,26 +75,38 @@ class DWA(Weighting):
         assert T is not None
         self.register_buffer("loss_sum", torch.zeros(T))
         self.register_buffer("loss_count", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("absent_count", torch.zeros(T, dtype=torch.int64))  # calls with the task None
         self.register_buffer("history", torch.zeros(2, T))  # [mean(e-2), mean(e-1)]
         self.register_buffer("epochs", torch.zeros((), dtype=torch.int64))
         self.register_buffer("current", torch.ones(T))
 
     def reset_parameters(self) -> None:
-        for b in (self.loss_sum, self.loss_count, self.history, self.epochs):
+        for b in (self.loss_sum, self.loss_count, self.absent_count, self.history, self.epochs):
             b.zero_()
         self.current = torch.ones_like(self.current)
 
     def _initial_weights(self) -> Tensor:
         return self.current.clone()
 
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        if prefix + "loss_sum" in state_dict:  # a checkpoint from before `absent_count`: no task was absent
+            state_dict.setdefault(prefix + "absent_count", torch.zeros_like(self.absent_count))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, losses: Tensor) -> Tensor:
+        present = self._present_mask(losses)
         if self.training:
-            self.loss_sum.add_(losses.detach())
+            self.loss_sum.add_(losses.detach())  # an absent task adds its 0 and counts in `absent_count`
             self.loss_count.add_(1)
+            if present is not None:
+                self.absent_count.add_(~present)
         w = self.current  # step() replaces this tensor instead of writing into it, so w stays valid
         if w.dtype != losses.dtype:
             dtype = torch.promote_types(losses.dtype, w.dtype)
             w, losses = w.to(dtype), losses.to(dtype)
+        if present is not None:  # as if T - 1 tasks were given: T-1 times the softmax over the present tasks
+            w = w * present
+            w = w * (present.sum() / w.sum())
         self._set_weights(w)
         return torch.dot(w, losses)
 
@@ -100,15 +117,19 @@ class DWA(Weighting):
                 "DWA.step() was called but no training losses were seen since the last step(); call the module "
                 "on each training batch (in train() mode), then step() once at the end of the epoch."
             )
-        mean = self.loss_sum / self.loss_count
+        seen = self.loss_count - self.absent_count  # calls in which each task was present
+        mean = self.loss_sum / seen.clamp_min(1)
+        if int(self.epochs) >= 1:  # a task absent for the whole epoch keeps its last mean (ratio 1)
+            mean = torch.where(seen > 0, mean, self.history[1])
         self.history[0].copy_(self.history[1])
         self.history[1].copy_(mean)
         self.epochs.add_(1)
         self.loss_sum.zero_()
         self.loss_count.zero_()
+        self.absent_count.zero_()
         if int(self.epochs) >= 2:
-            prev = self.history[0].clamp_min(torch.finfo(self.history.dtype).tiny)
-            ratio = self.history[1] / prev
+            prev, cur = self.history[0], self.history[1]
+            ratio = torch.where(prev > 0, cur / prev.clamp_min(torch.finfo(prev.dtype).tiny), torch.ones_like(cur))
             w = self.current.numel() * torch.softmax(ratio / self.temperature, dim=0)
             self.current = w.to(self.current.dtype)
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._inputs import as_loss_vector, check_positive, default_device
+from .._inputs import check_positive, default_device
 from .._registry import register
 from ._base import Weighting
 from ._helpers import adam_step, as_weight_vector
@@ -70,11 +70,14 @@ class FAMO(Weighting):
         the decay term dominates them so the logits barely move (our toy test in ``tests/methods`` shows
         matched loss-decrease rates at 1e-3 and a stalled task at 0.01). The official ``backward`` also
         clips the shared gradient norm to 1; we leave clipping to the user's loop. Calls in ``eval()``
-        mode do not record losses for :meth:`update`.
+        mode do not record losses for :meth:`update`. A task absent (``None``) or exactly at its bound
+        (:math:`L_i = b_i`: its log is :math:`\log\epsilon`, which gave every other task a weight of about
+        1e-8) is left out of :math:`c` and of the logit update, with weight 0, as if :math:`T-1` tasks were given.
     """
 
     name = "famo"
     stateful = True
+    objective_params = ("min_losses", "eps")  # a checkpoint saved with others is refused on load
 
     def __init__(
         self,
@@ -100,21 +103,27 @@ class FAMO(Weighting):
         self.requires_nonnegative = self._zero_min  # then the base's fast check covers L >= b
         for name in ("logits", "exp_avg", "exp_avg_sq", "prev_log_gap"):
             self.register_buffer(name, torch.zeros(T))
+        self.register_buffer("prev_active", torch.ones(T, dtype=torch.bool))  # tasks of the last call with L > b
         self.register_buffer("adam_step", torch.zeros(()))
         self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
         self._has_prev_host: bool | None = False  # host mirrors of `has_prev` and `adam_step`: no device
         self._count: int | None = 0  # sync per call
+        self._prev_all_active: bool | None = True  # host mirror: every task of the last call had L > b
 
     def reset_parameters(self) -> None:
         for b in (self.logits, self.exp_avg, self.exp_avg_sq, self.prev_log_gap, self.adam_step, self.has_prev):
             b.zero_()
-        self._has_prev_host, self._count = False, 0
+        self.prev_active.fill_(True)
+        self._has_prev_host, self._count, self._prev_all_active = False, 0, True
 
     def _check_values(self, vec: Tensor) -> None:
         super()._check_values(vec)
         if self._zero_min:
             return
         below = vec.detach() < self.min_losses.to(vec.dtype)
+        present = self._present_mask(vec)
+        if present is not None:
+            below &= present
         if bool(below.any()):
             i = int(below.nonzero()[0, 0])
             label = f"`{self._task_names[i]}`" if self._task_names else f"`losses[{i}]`"
@@ -135,18 +144,34 @@ class FAMO(Weighting):
     def _initial_weights(self) -> Tensor:
         return torch.softmax(self.logits, dim=0)
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._has_prev_host = self._count = None  # re-read from the buffers when next needed
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        self._has_prev_host = self._count = self._prev_all_active = None  # re-read from the buffers when needed
+        if prefix + "logits" in state_dict:  # a checkpoint from before `prev_active`: every task was active
+            state_dict.setdefault(prefix + "prev_active", torch.ones_like(self.prev_active))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _active(self, losses: Tensor) -> Tensor | None:
+        """Tasks present with ``L > b`` (``None``: all, proven by the value check); the others are left out."""
+        present = self._present_mask(losses)
+        if self._all_positive and present is None:
+            return None
+        active = losses.detach() > self.min_losses.to(losses.dtype)
+        return active if present is None else active & present
 
     def forward(self, losses: Tensor) -> Tensor:
         dtype = torch.promote_types(losses.dtype, self.logits.dtype)
         losses = losses.to(dtype)
         z = torch.softmax(self.logits.to(dtype), dim=0)
-        out, w, log_gap = _famo_objective(losses, z, self.shift.to(dtype))
+        active = self._active(losses)
+        out, w, log_gap = _famo_objective(losses, z, self.shift.to(dtype), active)
         self._set_weights(w)
         if self.training:
             self.prev_log_gap.copy_(log_gap.detach())
+            if active is not None:
+                self.prev_active.copy_(active)
+            elif not self._prev_all_active:
+                self.prev_active.fill_(True)
+            self._prev_all_active = active is None
             if not self._has_prev_host:
                 self.has_prev.fill_(True)
                 self._has_prev_host = True
@@ -155,30 +180,60 @@ class FAMO(Weighting):
     @torch.no_grad()
     def update(self, *losses: Any) -> None:
         """Move the logits with the losses of the same batch recomputed after ``optimizer.step()``."""
-        new, _ = as_loss_vector(losses, num_tasks=self.num_tasks, task_names=self._task_names, device=self._device())
-        self._check_input(new)
+        new = self._loss_vector(losses, sync=False).detach().to(self.logits.dtype)
         if self._has_prev_host is None:
             self._has_prev_host = bool(self.has_prev)
         if not self._has_prev_host:
             raise RuntimeError("FAMO.update() needs a training call first: `total = famo(losses)` before the step.")
-        delta = self.prev_log_gap - torch.log(new.detach().to(self.logits.dtype) - self.shift)
+        if self._prev_all_active is None:
+            self._prev_all_active = bool(self.prev_active.all())
         z = torch.softmax(self.logits, dim=0)
-        grad = z * (delta - torch.dot(z, delta))  # (∂z/∂ξ)ᵀ δ for the softmax Jacobian
+        active = self._active(new)
+        if active is None and self._prev_all_active:  # every task present with L > b, now and before
+            delta = self.prev_log_gap - torch.log(new - self.shift)
+            grad = z * (delta - torch.dot(z, delta))  # (∂z/∂ξ)ᵀ δ for the softmax Jacobian
+            adam_step(
+                self.logits, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, self._next_count(),
+                lr=self.lr, weight_decay=self.gamma,
+            )
+            return
+        # A task absent or at its bound (then or now) has no log-loss change: the softmax over the other
+        # tasks moves, as for T - 1 tasks, and its logit and Adam moments stay as they are.
+        active = self.prev_active if active is None else active & self.prev_active
+        gap = torch.where(active, new - self.shift, torch.ones_like(new))
+        delta = torch.where(active, self.prev_log_gap - torch.log(gap), torch.zeros_like(new))
+        za = z * active
+        za = za / za.sum().clamp_min(torch.finfo(za.dtype).tiny)
+        grad = za * (delta - torch.dot(za, delta))
+        kept = [b.clone() for b in (self.logits, self.exp_avg, self.exp_avg_sq)]
         adam_step(
             self.logits, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, self._next_count(),
             lr=self.lr, weight_decay=self.gamma,
         )
+        for b, old in zip((self.logits, self.exp_avg, self.exp_avg_sq), kept):
+            b.copy_(torch.where(active, b, old))
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, lr={self.lr}, gamma={self.gamma}"
 
 
-def _famo_objective(losses: Tensor, z: Tensor, shift: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _famo_objective(
+    losses: Tensor, z: Tensor, shift: Tensor, active: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(Σ z log(L - shift) / c, w, log(L - shift))`` with ``c`` a constant (a fused autograd.Function
-    measured slower: its Python overhead exceeds the four nodes it saves)."""
-    gap = losses - shift
+    measured slower: its Python overhead exceeds the four nodes it saves). Tasks outside ``active``
+    (absent, or at their bound) are left out of the sum and of ``c``: weight 0."""
+    if active is None:
+        gap = losses - shift
+        log_gap = torch.log(gap)
+        zg = z / gap.detach()
+        c = zg.sum()
+        return torch.dot(z, log_gap) / c, (zg / c).detach(), log_gap.detach()
+    gap = torch.where(active, losses - shift, torch.ones_like(losses))
     log_gap = torch.log(gap)
-    zg = z / gap.detach()
+    za = z * active
+    zg = za / gap.detach()
     c = zg.sum()
-    return torch.dot(z, log_gap) / c, (zg / c).detach(), log_gap.detach()
+    c = torch.where(c > 0, c, torch.ones_like(c))  # no active task: weights 0, objective 0
+    return torch.dot(za, log_gap) / c, (zg / c).detach(), log_gap.detach()
 

@@ -55,12 +55,16 @@ class GeometricMean(PositiveLossWeighting):
     name = "gls"
     aliases = ("geometric_mean", "geometric")
     positive_reason = "it takes the geometric mean"
+    absent_by_subset = True  # no per-task state: a task given as None is simply left out
 
     @property
     def _fused_check(self) -> bool:  # type: ignore[override]
         return self.eps == 0.0  # mean(log L) is -inf/NaN for a loss <= 0 or NaN: the check (with eps: the base's)
 
     def forward(self, losses: Tensor) -> Tensor:
+        dtype = self._weight_dtype(losses)  # float16/bfloat16: weights and objective in float32
+        if losses.dtype != dtype:
+            losses = losses.to(dtype)
         if torch.compiler.is_compiling():  # plain ops: the compiler fuses them
             shifted = losses + self.eps if self.eps else losses
             out = torch.exp(torch.log(shifted).mean())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
 from .._inputs import check_positive
 from .._registry import register
 from ..distributed import _should_sync, all_reduce_mean, reject_sharded
@@ -70,14 +72,19 @@ class GradNorm(Weighting):
         ``backward(retain_graph=True)`` adds every task's gradient into the model a second time;
         ``autograd.grad`` avoids that. Weights are clamped to stay > 0 before renormalising (the paper
         does not say what happens when one would become negative). Calls in ``eval()`` mode, without
-        grad, or whose losses do not reach ``shared`` leave the weights unchanged. Under DDP the per-task
-        gradients on ``shared`` are averaged over the ranks before their norms are taken (one all-reduce
-        of ``T x |W|`` numbers), so every rank computes the weights of the concatenated batch.
+        grad, or whose losses do not reach ``shared`` leave the weights unchanged (the latter warns once:
+        a GradNorm deep-copied or pickled on its own holds copies of the layer, not the model's; copy it
+        together with the model, whose copy it then measures, or rebuild it on the model's layer). Under
+        DDP the per-task gradients on ``shared`` are averaged over the ranks before their norms are taken
+        (one all-reduce of ``T x |W|`` numbers), so every rank computes the weights of the concatenated batch.
+        Tasks absent (``None``), at loss 0 or without gradient on ``shared`` are left out of the means, the
+        step and the renormalisation (their weight stays); L_i(0) is a task's first loss > 0.
     """
 
     name = "gradnorm"
     stateful = True
     requires_nonnegative = True
+    objective_params = ("alpha",)  # a checkpoint saved with another alpha is refused on load
 
     def __init__(
         self,
@@ -132,25 +139,41 @@ class GradNorm(Weighting):
 
     def forward(self, losses: Tensor) -> Tensor:
         w = self.task_weights.to(torch.promote_types(losses.dtype, self.task_weights.dtype), copy=True)
+        present = self._present_mask(losses)
+        if present is not None:  # as if T - 1 tasks were given: the present weights sum to their count
+            w = w * present
+            w = w * (present.sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny))
         self._set_weights(w)
         out = torch.dot(w, losses.to(w.dtype))
         if self.training and torch.is_grad_enabled() and losses.requires_grad:
-            self._update(losses)
+            self._update(losses, present)
         return out
 
-    def _update(self, losses: Tensor) -> None:
+    def _update(self, losses: Tensor, present: Tensor | None) -> None:
         reject_sharded(self._shared, "GradNorm's `shared` layer")  # FSDP2: autograd.grad of a shard is None
         T = losses.shape[0]
         synced = _should_sync(self)
         rows = []
+        reached = False
         for i in range(T):
             grads = torch.autograd.grad(losses[i], self._shared, retain_graph=True, allow_unused=True)
+            reached = reached or any(g is not None for g in grads)
             if synced:  # under DDP: the norm of the rank-averaged gradient, as one process would see it
                 flat = [torch.zeros_like(p) if g is None else g for p, g in zip(self._shared, grads)]
                 rows.append(torch.cat([g.reshape(-1) for g in flat]))
             else:
                 per = [torch.linalg.vector_norm(g) for g in grads if g is not None]
                 rows.append(torch.linalg.vector_norm(torch.stack(per)) if per else losses.new_zeros(()))
+        if not reached and not self.__dict__.get("_warned_unreached"):
+            self.__dict__["_warned_unreached"] = True
+            warnings.warn(
+                "GradNorm: no loss reaches the `shared` parameters, so the weights do not move. A GradNorm "
+                "deep-copied or pickled on its own measures copies of the layer, not the model's: build it "
+                "with the model's layer (`GradNorm(T, shared=model.encoder[-1])`) and load the copy's state_dict "
+                "into it, or deep-copy it together with the model.",
+                UserWarning,
+                stacklevel=5,
+            )
         with torch.no_grad():
             if synced:
                 group = getattr(self, "process_group", None)
@@ -159,25 +182,45 @@ class GradNorm(Weighting):
                 n = torch.stack(rows)
             n = n.to(self.task_weights.dtype)
             L = losses.detach().to(self.task_weights.dtype)
-            self.initial_losses.copy_(torch.where(self.has_initial, self.initial_losses, L))
-            self.has_initial.fill_(True)
-            moved = (n > 0).any()  # no gradient reached the shared layer: the weights stay (no host read)
-            state = (self.task_weights, self.exp_avg, self.exp_avg_sq, self.grad_norms, self.targets)
-            before = [t.clone() for t in state]
-            G = self.task_weights * n
+            # L_i(0) is the first loss > 0 of task i (a task absent or at 0 in the first calls has no rate yet)
             L0 = self.initial_losses
-            rate = torch.where(L0 > 0, L / L0.clamp_min(torch.finfo(L.dtype).tiny), torch.ones_like(L))
-            r = rate / rate.mean().clamp_min(torch.finfo(L.dtype).tiny)
-            target = G.mean() * r.pow(self.alpha)
+            L0.copy_(torch.where(self.has_initial & (L0 > 0), L0, L if present is None else L * present))
+            self.has_initial.fill_(True)
+            # Tasks absent, at loss 0 or without gradient on `shared` are left out of the means, the step and
+            # the renormalisation: their weight stays, and the others behave as if they were not there.
+            active = (n > 0) & (L > 0) & (L0 > 0)
+            if present is not None:
+                active &= present
+            if _checks.host_reads_are_free(L):  # CPU: stop here when no task is active (a free host read)
+                if not bool(active.any()):
+                    return
+                moved = None
+            else:  # an accelerator: no host read; the step runs and is undone below when no task is active
+                # (the host's Adam step count still advances: the bias corrections of later steps see one more)
+                moved = active.any()
+                state = (self.task_weights, self.exp_avg, self.exp_avg_sq, self.grad_norms, self.targets)
+                before = [t.clone() for t in state]
+            k = active.sum().to(L.dtype)
+            G = self.task_weights * n
+            tiny = torch.finfo(L.dtype).tiny
+            rate = torch.where(active, L / L0.clamp_min(tiny), torch.zeros_like(L))
+            r = rate / (rate.sum() / k).clamp_min(tiny)
+            target = torch.where(active, (G * active).sum() / k * r.pow(self.alpha), G)
             self.grad_norms.copy_(G)
             self.targets.copy_(target)
             grad = torch.sign(G - target) * n
             self._count = (int(self.adam_step) if self._count is None else self._count) + 1
+            kept = [b.clone() for b in (self.task_weights, self.exp_avg, self.exp_avg_sq)]
             adam_step(self.task_weights, grad, self.exp_avg, self.exp_avg_sq, self.adam_step, self._count, lr=self.lr)
-            self.task_weights.clamp_(min=1e-6)
-            self.task_weights.mul_(T / self.task_weights.sum())
-            for t, old in zip(state, before):
-                torch.where(moved, t, old, out=t)
+            for b, old in zip((self.task_weights, self.exp_avg, self.exp_avg_sq), kept):
+                b.copy_(torch.where(active, b, old))
+            w = self.task_weights.clamp_(min=1e-6)
+            # Renormalise the active weights so that the total stays T, the inactive ones unchanged.
+            rest = (w * ~active).sum()
+            w.copy_(torch.where(active, w * ((T - rest).clamp_min(1e-6 * k) / (w * active).sum()), w))
+            if moved is not None:  # no task active: every buffer as before (no host read)
+                for t, old in zip(state, before):
+                    torch.where(moved, t, old, out=t)
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, alpha={self.alpha}, lr={self.lr}"

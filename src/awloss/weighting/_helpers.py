@@ -117,6 +117,11 @@ class PositiveLossWeighting(Weighting):
         super().__init__(num_tasks, task_names=task_names)
         self.eps = check_positive("eps", eps, strict=False)
 
+    @staticmethod
+    def _weight_dtype(losses: Tensor) -> torch.dtype:
+        """At least float32: ``1/L`` of a float16 loss below 1/65504 (about 1.5e-5) overflows in float16."""
+        return torch.promote_types(losses.dtype, torch.float32)
+
     def _check_values(self, vec: Tensor) -> None:
         if self.eps == 0.0:
             check_positive_losses(self, vec, super()._check_values, self.positive_reason)

@@ -91,7 +91,11 @@ class IMTLL(Weighting):
         if s.dtype != losses.dtype:
             dtype = torch.promote_types(losses.dtype, s.dtype)
             s, losses = s.to(dtype), losses.to(dtype)
-        if torch.compiler.is_compiling():  # plain ops: the compiler fuses them
+        present = self._present_mask(losses)
+        if present is not None and not self.mask_zero_losses:  # an absent task never moves its s_i
+            w = torch.exp(torch.where(present, s, s.detach()))
+            out, w = (w * losses - s * present).sum(), w.detach()
+        elif torch.compiler.is_compiling():  # plain ops: the compiler fuses them
             out, w = _imtl_objective(s, losses, self.mask_zero_losses)
         else:  # eager: one autograd node instead of five (8 ops, forward and backward, the check included)
             out, w = _IMTLObjective.apply(s, losses, self.mask_zero_losses)

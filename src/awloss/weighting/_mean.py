@@ -49,6 +49,7 @@ class Mean(Weighting):
     """
 
     name = "mean"
+    absent_by_subset = True  # no per-task state: a task given as None is simply left out
 
     def __init__(self, num_tasks: int | None = None, *, task_names: Sequence[str] | None = None) -> None:
         super().__init__(num_tasks, task_names=task_names)

@@ -87,9 +87,14 @@ class RLW(Weighting):
 
     def forward(self, losses: Tensor) -> Tensor:
         T = losses.shape[0]
+        absent = self._absent  # a task given as None: left out of the softmax (T normals are still drawn)
         if self.training:
             z = torch.randn(T, generator=self._generator)
+            if absent:
+                z[list(absent)] = float("-inf")
             w = torch.softmax(z, dim=0).to(device=losses.device, dtype=losses.dtype, non_blocking=True)
+        elif absent:
+            w = torch.full_like(losses, 1.0 / (T - len(absent))).index_fill_(0, self._absent_index(losses), 0.0)
         else:
             w = torch.full_like(losses, 1.0 / T)
         self._set_weights(w)

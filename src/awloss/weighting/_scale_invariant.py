@@ -48,14 +48,19 @@ class ScaleInvariant(PositiveLossWeighting):
 
     Note:
         Nash-MTL's code takes ``log`` of the raw loss with no guard; we raise a clear error on a loss
-        ``<= 0`` (or shift by ``eps``) instead of returning ``-inf``/NaN.
+        ``<= 0`` (or shift by ``eps``) instead of returning ``-inf``/NaN. Float16/bfloat16 losses are weighed
+        in float32 (the objective and :attr:`weights` are float32), since :math:`1/L` overflows float16 for
+        :math:`L < 1.5\times10^{-5}`; the gradient :math:`1/L` reaching such a float16 loss still cannot be
+        represented in float16, so upcast tiny half-precision losses (``loss.float()``) first.
     """
 
     name = "si"
     aliases = ("scale_invariant", "log_sum")
     positive_reason = "it takes log L"
+    absent_by_subset = True  # no per-task state: a task given as None is simply left out
 
     def forward(self, losses: Tensor) -> Tensor:
+        losses = losses.to(self._weight_dtype(losses))  # float16/bfloat16: weights and objective in float32
         shifted = losses + self.eps if self.eps else losses
         self._set_weights(torch.reciprocal(shifted.detach()))
         return torch.log(shifted).sum()

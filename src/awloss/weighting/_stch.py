@@ -69,6 +69,7 @@ class STCH(Weighting):
     name = "stch"
     aliases = ("smooth_tchebycheff",)
     stateful = False  # the paper's formula; an instance with warmup_epochs > 0 is stateful
+    objective_params = ("mu", "preference", "ideal", "warmup_epochs")  # checked on load_state_dict
 
     def __init__(
         self,
@@ -93,7 +94,7 @@ class STCH(Weighting):
         self.register_buffer("ideal", z, persistent=False)
         self.register_buffer("epochs", torch.zeros((), dtype=torch.int64))
         self.register_buffer("loss_sum", torch.zeros(T))
-        self.register_buffer("loss_count", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("loss_count", torch.zeros(T, dtype=torch.int64))  # per task (None is not counted)
         self.register_buffer("nadir", torch.ones(T))
         self._epoch: int | None = 0  # host mirror of `epochs`: no device sync per call
 
@@ -102,9 +103,12 @@ class STCH(Weighting):
             self._epoch = int(self.epochs)
         return self._epoch
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
         self._epoch = None
-        super()._load_from_state_dict(*args, **kwargs)
+        key = prefix + "loss_count"
+        if key in state_dict and state_dict[key].dim() == 0:  # a checkpoint from before per-task counts
+            state_dict[key] = state_dict[key].expand(self.loss_count.shape).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset_parameters(self) -> None:
         for b in (self.epochs, self.loss_sum, self.loss_count):
@@ -124,25 +128,40 @@ class STCH(Weighting):
     def forward(self, losses: Tensor) -> Tensor:
         dtype = torch.promote_types(losses.dtype, self.preference.dtype)
         losses, lam = losses.to(dtype), self.preference.to(dtype)
+        present = self._present_mask(losses)
         if not self.warmup_epochs:
             p = losses if self._zero_ideal else losses - self.ideal.to(dtype)
             if not self._unit_preference:
                 p = lam * p
             if self.mu != 1.0:
                 p = p / self.mu
+            if present is not None:  # an absent task is left out of the soft maximum
+                p = p.masked_fill(~present, float("-inf"))
             w = torch.softmax(p.detach(), dim=0)
             self._set_weights(w if self._unit_preference else lam * w)
             out = torch.logsumexp(p, dim=0)
             return out if self.mu == 1.0 else self.mu * out
+        if present is not None:  # an absent task (loss 0) is left out: log 1 = 0 in the sums, weight 0
+            losses = torch.where(present, losses, self.nadir.to(dtype))
         epoch = self._epochs_done()
         if epoch < self.warmup_epochs:  # warm-up: sum of log-losses
             if self.training and epoch == self.warmup_epochs - 1:
-                self.loss_sum.add_(losses.detach().to(self.loss_sum.dtype))
-                self.loss_count.add_(1)
-            self._set_weights(torch.reciprocal(losses.detach()))
-            return torch.log(losses).sum()
-        T = losses.shape[0]
+                if present is None:
+                    self.loss_sum.add_(losses.detach().to(self.loss_sum.dtype))
+                    self.loss_count.add_(1)
+                else:
+                    self.loss_sum.add_((losses.detach() * present).to(self.loss_sum.dtype))
+                    self.loss_count.add_(present)
+            inv = torch.reciprocal(losses.detach())
+            log = torch.log(losses)
+            if present is not None:
+                inv, log = inv * present, log * present
+            self._set_weights(inv)
+            return log.sum()
+        T = losses.shape[0] if present is None else present.sum()
         p = lam * torch.log(losses / self.nadir.to(dtype)) / self.mu
+        if present is not None:
+            p = p.masked_fill(~present, float("-inf"))
         self._set_weights(T * lam * torch.softmax(p.detach(), dim=0) / losses.detach())
         return T * self.mu * torch.logsumexp(p, dim=0)
 
@@ -152,8 +171,11 @@ class STCH(Weighting):
             return
         epoch = self._epochs_done()
         if epoch == self.warmup_epochs - 1:
-            if int(self.loss_count) == 0:
-                raise RuntimeError("STCH.step(): no training losses were seen in the last warm-up epoch.")
+            if not bool((self.loss_count > 0).all()):
+                raise RuntimeError(
+                    "STCH.step(): no training losses were seen in the last warm-up epoch for task(s) "
+                    f"{(self.loss_count == 0).nonzero().flatten().tolist()}; the nadir point needs each task's mean."
+                )
             self.nadir.copy_(self.loss_sum / self.loss_count)
         self.epochs.add_(1)
         self._epoch = epoch + 1

@@ -83,6 +83,7 @@ class UncertaintyWeighting(Weighting):
     stateful = True
     requires_nonnegative = True
     _fused_check = True  # the fused objective is NaN/inf for a NaN, inf or negative loss: it is the check
+    objective_params = ("regularizer", "task_types", "clamp")  # checked on load_state_dict (see Weighting)
 
     def __init__(
         self,
