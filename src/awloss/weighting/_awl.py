@@ -141,6 +141,11 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             self._warned.add(key)
             warnings.warn(message, UserWarning, stacklevel=_seed.user_stacklevel())
 
+    @property
+    def _fused_check(self) -> bool:  # type: ignore[override]
+        # Only UW's fused objective (log-variance mode) is NaN/inf for a bad loss; the seed's objective is not.
+        return self.parameterization == "log_variance"
+
     def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True, **options: Any) -> Tensor:
         num = self.num_tasks
         assert num is not None
