@@ -1,7 +1,7 @@
 """Write your own method: a new loss-level Weighting and a new gradient-level Aggregator, registered.
 
     python examples/custom_method.py
-    AWLOSS_EXTRA_METHODS=examples/custom_method.py python -m pytest tests/contract -k "inverse_loss or mean_agree"
+    AWLOSS_EXTRA_METHODS=examples/custom_method.py python -m pytest tests/contract -k "loss_share or mean_agree"
 
 A Weighting implements `forward(losses: Tensor[T]) -> Tensor[]` on a validated 1-D loss vector and records
 its coefficients with `self._set_weights(w)` (detached, so that d total / d L_i = w_i). A GramianAggregator
@@ -21,44 +21,40 @@ from awloss.aggregation import GramianAggregator
 
 
 @awloss.register
-class InverseLoss(awloss.Weighting):
-    """Weigh each task by the inverse of its current loss, rescaled so that the weights sum to ``T``.
+class LossShare(awloss.Weighting):
+    """Weigh each task by its share of the current total loss, so that the hardest task leads.
 
-    Every task then contributes the same value to the total, whatever its scale.
+    The weights are detached and sum to ``T``; a task whose loss is 0 gets weight 0 and leaves the others
+    as they were.
 
-    .. math:: \\text{total} = \\sum_i w_i L_i, \\quad w_i = T \\frac{1 / L_i}{\\sum_j 1 / L_j}
+    .. math:: \\text{total} = \\sum_i w_i L_i, \\quad w_i = T \\frac{L_i}{\\max(\\sum_j L_j, \\epsilon)}
 
     where:
-        - :math:`L_i` is task ``i``'s loss and :math:`T` the number of tasks; the weights are detached.
+        - :math:`L_i` is task ``i``'s loss and :math:`T` the number of tasks present; the weights are detached;
+        - :math:`\\epsilon` is the smallest positive float32, so all-zero losses give all-zero weights.
 
     Args:
         num_tasks: the number of tasks ``T`` (optional; fixed by the first call otherwise).
-        eps: added to each loss before inverting, ``>= 0``. Default 1e-12.
 
     Example:
-        >>> w = InverseLoss(2)
+        >>> w = LossShare(2)
         >>> w(torch.tensor(1.0), torch.tensor(3.0))
-        tensor(3.)
+        tensor(5.)
 
     References:
-        The loss-ratio idea of "scale-invariant" weighting; see awloss's ``si`` for the logarithmic form.
+        A teaching example: the "focus on the worst task" idea of min-max scalarisations (see awloss's
+        ``stch`` for a published, smooth version).
 
     Note:
-        A teaching example: unlike ``si`` it has no guard for a task whose loss reaches exactly 0 (its
-        weight then takes everything); ``eps`` bounds it.
+        Not a published method: it shows the ``Weighting`` contract, nothing more.
     """
 
-    name = "inverse_loss"
-
-    def __init__(self, num_tasks: int | None = None, *, eps: float = 1e-12) -> None:
-        super().__init__(num_tasks)
-        if not eps >= 0:
-            raise ValueError(f"Parameter `eps` must be >= 0, got {eps!r}.")
-        self.eps = eps
+    name = "loss_share"
+    absent_by_subset = True  # no per-task state: a task given as None is simply left out
 
     def forward(self, losses: Tensor) -> Tensor:
-        inv = 1.0 / (losses.detach().float() + self.eps)
-        w = (len(losses) * inv / inv.sum()).to(losses.dtype)
+        values = losses.detach().to(torch.promote_types(losses.dtype, torch.float32))  # fp16-safe
+        w = (len(losses) * values / values.sum().clamp_min(torch.finfo(torch.float32).tiny)).to(losses.dtype)
         self._set_weights(w)
         return (w * losses).sum()
 
@@ -99,9 +95,9 @@ def main() -> None:
     torch.manual_seed(0)
     trunk = torch.nn.Linear(4, 8)
     heads = torch.nn.ModuleList([torch.nn.Linear(8, 1) for _ in range(2)])
-    weighting, aggregator = awloss.get("inverse-loss", num_tasks=2), awloss.get("mean_agree")
-    opt = torch.optim.SGD([*trunk.parameters(), *heads.parameters()], lr=0.05)
-    x, y = torch.randn(32, 4), torch.randn(32, 2) * torch.tensor([1.0, 100.0])
+    weighting, aggregator = awloss.get("loss-share", num_tasks=2), awloss.get("mean_agree")
+    opt = torch.optim.SGD([*trunk.parameters(), *heads.parameters()], lr=0.01)
+    x, y = torch.randn(32, 4), torch.randn(32, 2) * torch.tensor([1.0, 3.0])
     for step in range(20):
         feats = trunk(x)
         losses = [(h(feats).squeeze(-1) - y[:, i]).pow(2).mean() for i, h in enumerate(heads)]
@@ -111,7 +107,7 @@ def main() -> None:
         else:
             weighting(losses).backward()
         opt.step()
-    print("inverse_loss weights:", weighting.weights.tolist())
+    print("loss_share weights:", weighting.weights.tolist())
     print("mean_agree weights:", aggregator.weights.tolist())
 
 
