@@ -23,7 +23,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["as_loss_vector", "check_positive", "check_int"]
+__all__ = ["as_loss_vector", "check_positive", "check_int", "default_device"]
+
+
+def default_device() -> torch.device:
+    """Where a factory call without ``device=`` puts a tensor (``meta`` under ``with torch.device("meta")``).
+
+    Constructors validate their arguments on the CPU (a meta tensor has no values to check) and then
+    place the result here.
+    """
+    return torch.empty(0).device
 
 
 def _label(i: int, names: Sequence[str] | None) -> str:
@@ -133,10 +142,14 @@ def _stack(items: list[Any], names: Sequence[str] | None, device: torch.device |
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         _warn_detached(items, names)
     dtype = ref.dtype
-    for t in tensors[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1:
+        for t in dtypes:
+            dtype = torch.promote_types(dtype, t)
     if not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
+    if len(tensors) == len(items) and len(dtypes) == 1 and dtype is ref.dtype and all(x.dim() == 0 for x in items):
+        return torch.stack(items)  # the common case: scalar losses of one dtype, no copies
     zero = None
     out = []
     for x in items:
@@ -144,7 +157,7 @@ def _stack(items: list[Any], names: Sequence[str] | None, device: torch.device |
             zero = ref.new_zeros((), dtype=dtype) if zero is None else zero
             out.append(zero)
         else:
-            out.append(x.reshape(()).to(dtype))
+            out.append((x if x.dim() == 0 else x.reshape(())).to(dtype))
     return torch.stack(out)
 
 

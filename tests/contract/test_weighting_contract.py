@@ -152,8 +152,10 @@ def test_bad_inputs_raise_clear_errors(name):
         w(torch.tensor(1.0), torch.tensor(2.0), torch.tensor(3.0))
     with pytest.raises(ValueError, match=r"`losses\[1\]` must be finite, got nan"):
         w(torch.tensor(1.0), torch.tensor(float("nan")))
+        w.verify()  # deferred: the flag of the call is read here (or at the next call)
     with pytest.raises(ValueError, match=r"`b` must be finite, got inf"):
         w({"a": torch.tensor(1.0), "b": torch.tensor(float("inf"))})
+        w.verify()
     with pytest.raises(ValueError, match=r"must be a scalar tensor, got shape \(3,\)"):
         w(torch.ones(3), torch.tensor(1.0))
     with pytest.raises(TypeError, match="Python number"):

@@ -384,6 +384,7 @@ def test_strict_errors_say_what_the_seed_did_and_the_recipes_work():
     for w in (awl, AutomaticWeightedLoss(2)):
         with pytest.raises(ValueError, match=r"must be >= 0.*seed trained on it.*check_finite = False"):
             w(l1, torch.tensor(-0.3))
+            w.verify()  # the deferred check of that call (default), read here
     awl.check_finite = False
     assert awl(l1, torch.tensor(-0.3)).item() == seed(l1, torch.tensor(-0.3)).item()
 

@@ -6,6 +6,13 @@ import torch
 import awloss
 
 
+@pytest.fixture(autouse=True)
+def _immediate_checks(monkeypatch):
+    """The messages here are checked within the call; the deferred mode (the default, the same message one
+    call late) is checked for every method in tests/contract/test_deferred_checks.py."""
+    monkeypatch.setattr(awloss.Weighting, "check", "immediate")
+
+
 def linear_toy(method, steps, lr=0.01):
     """Two consistent least-squares tasks on one shared vector, losses 100x apart, Adam on the model.
 

@@ -8,6 +8,13 @@ import torch
 import awloss
 
 
+@pytest.fixture(autouse=True)
+def _immediate_checks(monkeypatch):
+    """The messages here are checked within the call; the deferred mode (the default, the same message one
+    call late) is checked for every method in tests/contract/test_deferred_checks.py."""
+    monkeypatch.setattr(awloss.Weighting, "check", "immediate")
+
+
 def test_value_and_weights_match_the_product_formula():
     losses = torch.tensor([0.5, 2.0, 4.0], dtype=torch.float64, requires_grad=True)
     gls = awloss.GeometricMean()

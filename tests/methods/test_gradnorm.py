@@ -6,6 +6,13 @@ import torch
 import awloss
 
 
+@pytest.fixture(autouse=True)
+def _immediate_checks(monkeypatch):
+    """The messages here are checked within the call; the deferred mode (the default, the same message one
+    call late) is checked for every method in tests/contract/test_deferred_checks.py."""
+    monkeypatch.setattr(awloss.Weighting, "check", "immediate")
+
+
 def toy(steps, alpha=1.5):
     """Two regressions through a shared trunk; task 2's loss is 100x task 1's."""
     torch.manual_seed(0)

@@ -6,6 +6,13 @@ import torch
 import awloss
 
 
+@pytest.fixture(autouse=True)
+def _immediate_checks(monkeypatch):
+    """The messages here are checked within the call; the deferred mode (the default, the same message one
+    call late) is checked for every method in tests/contract/test_deferred_checks.py."""
+    monkeypatch.setattr(awloss.Weighting, "check", "immediate")
+
+
 def test_value_weights_and_gradient_on_s():
     imtl = awloss.IMTLL(2, init=[0.0, 1.0])
     losses = torch.tensor([2.0, 0.5])

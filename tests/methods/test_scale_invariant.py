@@ -8,6 +8,13 @@ import torch
 import awloss
 
 
+@pytest.fixture(autouse=True)
+def _immediate_checks(monkeypatch):
+    """The messages here are checked within the call; the deferred mode (the default, the same message one
+    call late) is checked for every method in tests/contract/test_deferred_checks.py."""
+    monkeypatch.setattr(awloss.Weighting, "check", "immediate")
+
+
 def test_value_and_weights():
     si = awloss.ScaleInvariant()
     losses = torch.tensor([0.5, 2.0, 8.0], requires_grad=True)

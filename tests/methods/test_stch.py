@@ -8,6 +8,13 @@ import torch
 import awloss
 
 
+@pytest.fixture(autouse=True)
+def _immediate_checks(monkeypatch):
+    """The messages here are checked within the call; the deferred mode (the default, the same message one
+    call late) is checked for every method in tests/contract/test_deferred_checks.py."""
+    monkeypatch.setattr(awloss.Weighting, "check", "immediate")
+
+
 def test_paper_formula_value_and_weights():
     stch = awloss.STCH(3, mu=0.5, preference=[1.0, 2.0, 0.5], ideal=[0.1, 0.0, 0.2])
     losses = torch.tensor([1.0, 0.4, 2.0], dtype=torch.float64, requires_grad=True)

@@ -13,6 +13,13 @@ import awloss
 from awloss import AutomaticWeightedLoss, UncertaintyWeighting
 
 
+@pytest.fixture(autouse=True)
+def _immediate_checks(monkeypatch):
+    """The messages here are checked within the call; the deferred mode (the default, the same message one
+    call late) is checked for every method in tests/contract/test_deferred_checks.py."""
+    monkeypatch.setattr(awloss.Weighting, "check", "immediate")
+
+
 class SeedAWL(nn.Module):
     """Independent oracle: the seed's formula, written out as its README describes it."""
 
@@ -286,7 +293,12 @@ def test_fused_objective_matches_plain_ops_and_gradcheck(log1p, mask):
     gb = torch.autograd.grad(out_b, [s, L])
     for a, b in zip(ga, gb):
         torch.testing.assert_close(a, b)
-    assert torch.autograd.gradcheck(lambda s_, l_: _UWObjective.apply(s_, l_, factor, log1p, mask)[0], (s, L))
+    # away from L = 0: a loss perturbed below 0 makes the fused objective NaN (its sign check)
+    L_pos = L.detach().clamp_min(0.05).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s_, l_: _UWObjective.apply(s_, l_, factor, log1p, mask)[0], (s, L_pos))
+    for c in (0.5, 1.0):  # one float for every task (the default path)
+        f = torch.full_like(factor, c)
+        torch.testing.assert_close(_UWObjective.apply(s, L, c, log1p, mask)[0], _uw_objective(s, L, f, log1p, mask)[0])
     if mask:
         assert ga[0][2] == 0  # the zero-loss task's s gets no gradient
 

@@ -36,6 +36,19 @@ def make(name):
     return awloss.get_class(name)._make_example(2)
 
 
+@pytest.fixture(autouse=True, params=["deferred", "immediate"])
+def mode(request, monkeypatch):
+    monkeypatch.setattr(awloss.Weighting, "check", request.param)
+    return request.param
+
+
+def call(w, *losses):
+    """A call and the read of its check: within the call ("immediate") or by ``verify()`` ("deferred")."""
+    out = w(*losses)
+    w.verify()
+    return out
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_zero_loss(name):
     pattern = EXPECTED[name][0]
@@ -47,7 +60,7 @@ def test_zero_loss(name):
         assert torch.isfinite(out) and torch.isfinite(grad).all() and torch.isfinite(w.weights).all()
     else:
         with pytest.raises(ValueError, match=pattern.format(cls=type(w).__name__)):
-            w(losses)
+            call(w, losses)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -60,7 +73,7 @@ def test_negative_loss(name):
         assert torch.isfinite(out) and torch.isfinite(w.weights).all()
     else:
         with pytest.raises(ValueError, match=pattern.format(cls=type(w).__name__)):
-            w(losses)
+            call(w, losses)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -68,7 +81,7 @@ def test_negative_loss(name):
 def test_nan_and_inf_raise_naming_the_task(name, bad):
     w = make(name)
     with pytest.raises(ValueError, match=rf"Loss `depth` must be finite, got {bad}"):
-        w({"seg": torch.tensor(1.0), "depth": torch.tensor(bad)})
+        call(w, {"seg": torch.tensor(1.0), "depth": torch.tensor(bad)})
 
 
 @pytest.mark.parametrize("name", ["si", "gls", "uwso"])

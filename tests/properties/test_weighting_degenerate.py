@@ -78,6 +78,7 @@ def check(name, case):
     leaves, inputs = build(*case)
     try:
         out = w(inputs)
+        w.verify()  # the value check is deferred (issue 13): its error comes at the next read, here
     except ValueError as e:  # the documented guard: a zero loss where the method takes log L or 1/L
         msg = str(e)
         assert w.requires_nonnegative and "must be > 0" in msg and "losses[" in msg, f"{name}: {msg}"

@@ -187,6 +187,7 @@ def test_nash_mtl_falls_back_to_the_last_certified_weights(monkeypatch):
     monkeypatch.setattr(_nash_mtl, "nash_bargaining", lambda *a, **k: (real(*a, **k)[0], torch.tensor(False)))
     with pytest.warns(SolverFallbackWarning, match="bargaining solver"):
         agg(torch.randn(3, 5, dtype=torch.float64))
+        agg.verify()  # the fallback flag is read with the deferred checks
     torch.testing.assert_close(agg.weights, last)
     assert agg.solver_fallbacks == 1
 

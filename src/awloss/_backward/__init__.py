@@ -10,8 +10,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .. import _checks
 from ..aggregation._base import Aggregator
-from ..distributed import fsdp_backward, is_sharded
+from ..distributed import fsdp_backward, is_distributed, is_sharded
 from ._aggregate import aggregate
 from ._aggregate import gramian as _gramian  # noqa: F401  (tests import it from here)
 from ._choose import choose_engine
@@ -110,6 +111,14 @@ def backward(
         losses are log-transformed first (:meth:`Aggregator.transform_losses`), heads included.
     """
     check_arguments(aggregator, method)
+    with _checks.step(aggregator, read=not is_distributed()):  # the previous step's flags, read once here
+        return _backward(losses, shared_params, aggregator, representation, task_params, retain_graph, method, scaler)
+
+
+def _backward(  # noqa: PLR0913 - backward()'s steps, inside the checks' step
+    losses: Any, shared_params: Any, aggregator: Any, representation: Any, task_params: Any,
+    retain_graph: bool, method: str, scaler: Any,
+) -> Tensor | None:
     task = gather_losses(losses, aggregator, scaler)
     shared = shared_params_of(shared_params)
     if is_sharded(shared):  # FSDP2: per-shard Jacobian, the Gramian all-reduced (awloss.distributed)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from .. import _checks
 from ..aggregation._base import Aggregator, GramianAggregator
 from ._engine import Jacobian
 
@@ -48,9 +51,14 @@ def _summed(aggregator: GramianAggregator, grad: Tensor, present: list[bool]) ->
         torch.tensor(present, device=grad.device), sub
     )
     aggregator._set_weights(w)
-    if aggregator.check and not torch.compiler.is_compiling() and not bool(torch.isfinite(grad.sum())):
-        raise ValueError("The gradient of the sum of the losses contains NaN or inf (or overflows float).")
+    mode = _checks.check_mode(aggregator)
+    if mode is not None:  # a device flag, read at the next step
+        _checks.push(aggregator, grad.sum(), _report_sum_grad, mode)
     return [grad * sub[0]] if k else [torch.zeros_like(grad)]
+
+
+def _report_sum_grad(_: Any) -> None:
+    raise ValueError("The gradient of the sum of the losses contains NaN or inf (or overflows float).")
 
 
 def aggregate(aggregator: Aggregator, jac: Jacobian, T: int, scale: float | None) -> tuple[list[Tensor], bool]:

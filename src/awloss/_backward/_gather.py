@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
 from .._inputs import _split, as_loss_vector
 from ..aggregation._base import Aggregator
 from ..distributed import is_distributed
@@ -48,14 +49,17 @@ def gather_losses(losses: Any, aggregator: Aggregator, scaler: Any) -> Losses:
     if not L.requires_grad and not distributed:  # under DDP: checked on every rank together (sync_task_losses)
         raise ValueError("Argument `losses` does not require grad: none of the losses depends on a parameter.")
     error = None
-    if aggregator.check and not torch.compiler.is_compiling():
-        finite = torch.isfinite(L.detach())
-        if not bool(finite.all()):
-            i = int((~finite).nonzero()[0, 0])
-            label = f"`{names[i]}`" if names else f"`losses[{i}]`"
-            error = ValueError(f"Loss {label} must be finite, got {L[i].item()}.")
-            if not distributed:
-                raise error
+    mode = _checks.check_mode(aggregator)
+    if distributed:  # an error (this step's or a deferred one) travels with the header collective
+        try:
+            _checks.poll(aggregator)
+            if mode is not None:  # under DDP the header is read on the host anyway: check now
+                _report_losses(aggregator, L.detach(), names)
+        except Exception as e:  # raised on every rank by reduce_loss_values
+            error = e
+    elif mode is not None:  # the losses' check: a device flag read at the next step (checks.step polls)
+        Ld = L.detach()
+        _checks.push(aggregator, Ld.sum(), lambda m: _report_losses(m, Ld, names), mode)
     items = [
         (x if x.dim() == 0 else x.reshape(())) if isinstance(x, Tensor) and x.requires_grad else None for x in items
     ]
@@ -71,6 +75,14 @@ def gather_losses(losses: Any, aggregator: Aggregator, scaler: Any) -> Losses:
         items = [scaler.scale(x) for x in items]
         scale = float(scaler.get_scale())
     return Losses(items, scale, names, present)
+
+
+def _report_losses(_: Any, L: Tensor, names: Any) -> None:
+    finite = torch.isfinite(L)
+    if not bool(finite.all()):
+        i = int((~finite).nonzero()[0, 0])
+        label = f"`{names[i]}`" if names else f"`losses[{i}]`"
+        raise ValueError(f"Loss {label} must be finite, got {L[i].item()}.")
 
 
 def as_params(params: Any, what: str) -> list[Tensor]:

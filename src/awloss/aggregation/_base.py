@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
 from ._solvers import gramian
 
 __all__ = ["Aggregator", "GramianAggregator", "SolverError", "SolverFallbackWarning"]
@@ -30,8 +31,10 @@ class Aggregator(nn.Module):
     A subclass implements :meth:`forward` on a validated 2-D floating-point ``J`` and returns the update;
     a weighted method (the update is ``wᵀJ``) records ``w`` with :meth:`_set_weights`, readable as
     :attr:`weights`. The base flattens trailing dimensions (``J[T, *shape]`` → ``update[*shape]``),
-    checks that ``J`` is finite and that every on-device solver converged, with one host synchronisation
-    per call that ``check = False`` on an instance removes.
+    checks that ``J`` is finite and that every on-device solver converged. The check never stops the host:
+    its verdict stays on the device and the next call (or a read of :attr:`weights`, or :meth:`verify`)
+    raises its error, one call late. ``check = "immediate"`` on an instance raises within the call (one
+    host read per call); ``check = False`` skips the checks.
 
     Class attributes describe the method: ``name`` (registry key), ``aliases``, ``kind = "aggregator"``,
     ``stateful`` (it keeps state across calls in buffers, see :meth:`reset`), ``weighted`` (``False``
@@ -56,7 +59,7 @@ class Aggregator(nn.Module):
     #: (fixed user weights, a robust statistic), documented in its docstring. ``"own"``: the method's own
     #: solve treats zero rows (Krum's masks, PCD's primary row 0); the base leaves them in.
     zero_rows: ClassVar[str] = "left_out"
-    check: bool = True
+    check: bool | str = True  # True / "deferred" (default), "immediate" or False
 
     def __init__(self) -> None:
         super().__init__()
@@ -73,18 +76,19 @@ class Aggregator(nn.Module):
         gradients' values, and the result never carries an autograd graph.
         """
         J = self._validate_jacobian(jacobian)
-        self._checks = []
-        J2 = J.reshape(J.shape[0], -1).detach()
-        rows = None
-        if not isinstance(self, GramianAggregator) and not self.stateful and self.zero_rows == "left_out":
-            rows = _nonzero_rows_of(J2)  # stateless methods: solve the T - 1 task problem (Gramian ones: below)
-        if rows is None:
-            out = super().__call__(J2)
-        else:
-            out = super().__call__(J2[rows]) if rows.numel() else J2.new_zeros(J2.shape[1])
-            if self._weights is not None and rows.numel():
-                self._weights = self._weights.new_zeros(J2.shape[0]).index_copy(0, rows, self._weights)
-        self._run_checks(lambda: torch.isfinite(J2.sum(dim=1)))  # NaN/inf anywhere in a row shows in its sum
+        with _checks.step(self):  # reads the earlier calls' flags (unless nested in awloss.backward)
+            self._checks = []
+            J2 = J.reshape(J.shape[0], -1).detach()
+            rows = None
+            if not isinstance(self, GramianAggregator) and not self.stateful and self.zero_rows == "left_out":
+                rows = _nonzero_rows_of(J2)  # stateless methods: solve the T - 1 task problem (Gramian ones: below)
+            if rows is None:
+                out = super().__call__(J2)
+            else:
+                out = super().__call__(J2[rows]) if rows.numel() else J2.new_zeros(J2.shape[1])
+                if self._weights is not None and rows.numel():
+                    self._weights = self._weights.new_zeros(J2.shape[0]).index_copy(0, rows, self._weights)
+            self._run_checks(lambda: torch.isfinite(J2.sum(dim=1)))  # NaN/inf anywhere in a row shows in its sum
         return out.reshape(J.shape[1:])
 
     def forward(self, jacobian: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -107,6 +111,7 @@ class Aggregator(nn.Module):
         """Detached ``Tensor[T]``: the coefficients of the last call, ``update = weightsᵀJ``."""
         if not self.weighted:
             raise RuntimeError(f"{type(self).__name__} is not a weighted aggregator: its update is not wᵀJ.")
+        _checks.poll(self)
         if self._weights is None:
             raise RuntimeError(f"{type(self).__name__}.weights is known only after the first call.")
         return self._weights
@@ -126,19 +131,10 @@ class Aggregator(nn.Module):
         accelerator with ``check = False``."""
         ok = ok.reshape(()) & torch.isfinite(w).all()
         self._fallbacks = self._fallbacks + (~ok).to(torch.long)
-        if (
-            not torch.compiler.is_compiling()
-            and (self.check or ok.device.type == "cpu")
-            and not self.__dict__.get("_fallback_warned", False)
-            and not bool(ok)
-        ):
-            self._fallback_warned = True
-            warnings.warn(
-                f"{type(self).__name__}: {what} could not certify its answer; using the documented fallback "
-                "(counted in `solver_fallbacks`; warned once).",
-                SolverFallbackWarning,
-                stacklevel=4,
-            )
+        if not torch.compiler.is_compiling() and not self.__dict__.get("_fallback_warned", False):
+            # a device flag read with the deferred checks (the warning comes one call late, no host read)
+            mode = "immediate" if _checks.check_mode(self) == "immediate" else "deferred"
+            _checks.push(self, ok, lambda m: _warn_fallback(m, what), mode)
         return torch.where(ok, w, safe.to(w.dtype))
 
     def _expect(self, ok: Tensor, message: str) -> None:
@@ -149,6 +145,7 @@ class Aggregator(nn.Module):
     def reset(self) -> None:
         """Restore the state right after construction (buffers, recorded weights)."""
         self._weights = None
+        _checks.clear(self)
         self._fallbacks = 0
         self.__dict__.pop("_fallback_warned", None)
         self.reset_parameters()
@@ -185,26 +182,20 @@ class Aggregator(nn.Module):
             raise TypeError(f"Argument `jacobian` must be floating point, got dtype {J.dtype}.")
         return J
 
+    def verify(self) -> None:
+        """Raise now if a check of an earlier call failed (waits for the device; see ``check``)."""
+        _checks.poll(self, wait=True)
+
     def _run_checks(self, row_finite: Any) -> None:
-        """One host sync: ``row_finite()`` (per task: its gradient is finite) and the solvers' flags."""
-        if not self.check or torch.compiler.is_compiling():
-            self._checks = []
+        """``row_finite()`` (per task: its gradient is finite) and the solvers' flags, as one device flag."""
+        checks, self._checks = self._checks, []
+        mode = _checks.check_mode(self)
+        if mode is None:
             return
         finite = row_finite()
-        flags = [finite.all()] + [ok.reshape(()).to(finite.device) for ok, _ in self._checks]
-        if bool(torch.stack(flags).all()):
-            self._checks = []
-            return
-        for i, f in enumerate(finite.tolist()):
-            if not f:
-                self._checks = []
-                raise ValueError(
-                    f"Gradient of task {i} (row {i} of the Jacobian) contains NaN or inf (or overflows float)."
-                )
-        for ok, message in self._checks:
-            if not bool(ok.all()):
-                self._checks = []
-                raise SolverError(f"{type(self).__name__}: {message}")
+        flags = [finite.all()] + [ok.reshape(()).to(finite.device) for ok, _ in checks]
+        flag = flags[0] if len(flags) == 1 else torch.stack(flags).all()
+        _checks.push(self, flag, lambda m: _report(m, finite, checks), mode)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         for name, buf in list(self._buffers.items()):  # lazily-sized state takes the saved shape
@@ -225,11 +216,33 @@ class Aggregator(nn.Module):
         return ""
 
 
+def _warn_fallback(agg: Aggregator, what: str) -> None:
+    if agg.__dict__.get("_fallback_warned", False):
+        return
+    agg._fallback_warned = True
+    warnings.warn(
+        f"{type(agg).__name__}: {what} could not certify its answer; using the documented fallback "
+        "(counted in `solver_fallbacks`; warned once).",
+        SolverFallbackWarning,
+        stacklevel=5,
+    )
+
+
+def _report(agg: Aggregator, finite: Tensor, checks: list[tuple[Tensor, str]]) -> None:
+    """The error of a failed :meth:`Aggregator._run_checks` (reads the flags: the failure path only)."""
+    for i, f in enumerate(finite.tolist()):
+        if not f:
+            raise ValueError(f"Gradient of task {i} (row {i} of the Jacobian) contains NaN or inf (or overflows float).")
+    for ok, message in checks:
+        if not bool(ok.all()):
+            raise SolverError(f"{type(agg).__name__}: {message}")
+
+
 def _nonzero_rows(G: Tensor) -> Tensor | None:
     """Indices of the rows of ``G`` whose diagonal is not exactly 0, ``None`` when there is no zero row.
 
     NaN counts as non-zero (the finiteness check then names the task)."""
-    if torch.compiler.is_compiling():
+    if not _checks.host_reads_are_free(G):  # the row test is a host read: a sync on an accelerator
         return None
     nonzero = G.diagonal() != 0
     if bool(nonzero.all()):
@@ -239,7 +252,7 @@ def _nonzero_rows(G: Tensor) -> Tensor | None:
 
 def _nonzero_rows_of(J: Tensor) -> Tensor | None:
     """Indices of the rows of ``J`` that are not all exactly 0 (NaN counts as non-zero), ``None`` if all are."""
-    if torch.compiler.is_compiling():
+    if not _checks.host_reads_are_free(J):  # the row test is a host read: a sync on an accelerator
         return None
     nonzero = (J != 0).any(dim=1)
     if bool(nonzero.all()):
@@ -275,9 +288,10 @@ class GramianAggregator(Aggregator):
             raise ValueError(f"Argument `gramian` must be a square Tensor[T, T], got {shape}.")
         if not gramian.is_floating_point() or gramian.shape[0] == 0:
             raise ValueError(f"Argument `gramian` must be a non-empty floating point matrix, got {gramian.dtype}.")
-        self._checks = []
-        w = self._weights_of(gramian.detach(), gramian.dtype)
-        self._run_checks(lambda: torch.isfinite(gramian.diagonal()) & torch.isfinite(gramian).all(dim=1))
+        with _checks.step(self):
+            self._checks = []
+            w = self._weights_of(gramian.detach(), gramian.dtype)
+            self._run_checks(lambda: torch.isfinite(gramian.diagonal()) & torch.isfinite(gramian).all(dim=1))
         return w
 
     def _weights_of(self, G: Tensor, dtype: torch.dtype) -> Tensor:

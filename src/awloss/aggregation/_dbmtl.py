@@ -7,6 +7,7 @@ from torch import Tensor
 
 from .._inputs import check_positive
 from .._registry import register
+from .. import _checks
 from ._base import Aggregator
 
 __all__ = ["DBMTL"]
@@ -82,8 +83,9 @@ class DBMTL(Aggregator):
         return [torch.log(x + self.eps) for x in items]
 
     def _check_nonnegative(self, values: Tensor) -> None:
-        if self.check and not torch.compiler.is_compiling() and not bool((values >= 0).all()):
-            raise ValueError(f"DB-MTL takes the log of the losses: they must be >= 0, got {values.tolist()}.")
+        mode = _checks.check_mode(self)
+        if mode is not None:  # a device flag, read at the next call (or now: check="immediate")
+            _checks.push(self, (values >= 0).all(), lambda m: _report_negative(values), mode)
 
     def forward(self, jacobian: Tensor) -> Tensor:
         J = jacobian
@@ -105,3 +107,7 @@ class DBMTL(Aggregator):
         if self._weights is None:
             raise RuntimeError("DBMTL.weights is known only after the first call.")
         return self._weights
+
+
+def _report_negative(values: Tensor) -> None:
+    raise ValueError(f"DB-MTL takes the log of the losses: they must be >= 0, got {values.tolist()}.")

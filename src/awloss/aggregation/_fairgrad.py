@@ -49,7 +49,7 @@ def alpha_fair_weights(G: Tensor, alpha: float, *, reg: float = 1e-9, max_iter: 
         feasible = (cand > 0).all(dim=1)
         vals = torch.where(feasible, f(cand.clamp_min(torch.finfo(dt).tiny)), torch.full_like(ts, float("inf")))
         best = vals.argmin()
-        w = torch.where(feasible.any(), cand[best], w)
+        w = torch.where(feasible.any(), cand.index_select(0, best.reshape(1))[0], w)  # cand[best] reads best on the host
         res = (A @ w - w.pow(-p)).abs().max() / w.pow(-p).abs().max()
         if early and bool(res < 1e-13):
             break

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._inputs import default_device
 from .._registry import register
 from ..weighting._helpers import as_weight_vector
 from ._base import GramianAggregator
@@ -62,9 +63,9 @@ class GradConstant(GramianAggregator):
         if weights is None:
             self.register_buffer("task_weights", None)
             return
-        as_weight_vector("weights", weights)  # validation (clear errors)
-        w = torch.as_tensor(weights).detach().to("cpu", torch.float64).reshape(-1)  # kept exact; cast per call
-        self.register_buffer("task_weights", w.clone())
+        as_weight_vector("weights", weights, device="cpu")  # validation (clear errors), on the CPU even under meta
+        w = torch.as_tensor(weights, device="cpu").detach().to(torch.float64).reshape(-1)  # exact; cast per call
+        self.register_buffer("task_weights", w.to(default_device(), copy=True))
 
     @classmethod
     def _make_example(cls, num_tasks: int) -> GradConstant:

@@ -72,7 +72,7 @@ class PCD(GramianAggregator):
 
     def __init__(self, tau: float | Tensor = 0.02, beta: float = 0.999, eps: float = 1e-8) -> None:
         super().__init__()
-        t = torch.as_tensor(tau, dtype=torch.float64).detach().cpu()
+        t = torch.as_tensor(tau, dtype=torch.float64, device="cpu").detach()  # checked on the CPU, even under meta
         if t.dim() > 1 or not bool(((t >= 0) & (t <= 1)).all()):
             raise ValueError(f"Parameter `tau` must be a float or a 1-D vector of values in [0, 1], got {tau!r}.")
         self.tau: Any = tau if t.dim() == 0 else t

@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import host_reads_are_free
+
 __all__ = [
     "cagrad_dual",
     "gramian",
@@ -43,7 +45,7 @@ def work_dtype(t: Tensor) -> torch.dtype:
 
 
 def _can_stop_early(t: Tensor) -> bool:
-    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+    return host_reads_are_free(t)  # on the CPU only: a host read there does not wait for a device
 
 
 _CHUNK = 1 << 20  # columns per float64 block: bounds the float64 copy of J to T x 1M values
@@ -146,7 +148,7 @@ def nnqp(A: Tensor, b: Tensor, *, max_iter: int | None = None, tol: float = 1e-1
         if early and not bool((add | inner).any()):
             break
         j = torch.where(cand, w, neg_inf).argmax(dim=1)
-        P = P | (torch.nn.functional.one_hot(j, T).bool() & add[:, None])
+        P = P | ((j[:, None] == torch.arange(T, device=j.device)) & add[:, None])  # one_hot reads j on the host
         active = inner | add
         z = _masked_solve(A, -b, P)
         bad = P & (z <= 0)
@@ -258,8 +260,8 @@ def _cagrad_homotopy(A, b, r2, on_support, kkt, max_iter, early):  # type: ignor
     one = torch.ones(T, dtype=dt, device=dev)
     inf = torch.full((), float("inf"), dtype=dt, device=dev)
     k = b.argmin()
-    mu = b[k]
-    F = torch.nn.functional.one_hot(k, T).bool()
+    mu = b.min()  # b[k] with a tensor index reads k on the host
+    F = k == torch.arange(T, device=dev)  # not one_hot: it reads k on the host
     done = torch.zeros((), dtype=torch.bool, device=dev)
     mu_star = mu
     max_iter = 3 * T + 10 if max_iter is None else max_iter
@@ -276,11 +278,11 @@ def _cagrad_homotopy(A, b, r2, on_support, kkt, max_iter, early):  # type: ignor
         join = torch.where(join > mu - eps, join, inf)
         cand = torch.cat([leave, join])
         i = cand.argmin()
-        mu_next = cand[i]
+        mu_next = cand.min()  # cand[i] with a tensor index reads i on the host
         finish = ~done & (root <= mu_next)
         mu_star = torch.where(finish, root, mu_star)
         move = ~done & ~finish
-        F = F ^ (torch.nn.functional.one_hot(i % T, T).bool() & move)
+        F = F ^ ((i % T == torch.arange(T, device=dev)) & move)
         mu = torch.where(move, mu_next, mu)
         done = done | finish
         if early and bool(done):
@@ -330,7 +332,8 @@ def nash_bargaining(
             break
     ok = (dec2 < 1e-6) & (alpha > 0).all(dim=1) & torch.isfinite(alpha).all(dim=1)
     first = torch.where(ok[0], 0, ok.shape[0] - 1)  # the warm answer if it converged, else the cold one
-    return alpha[first], ok[first]
+    idx = first.reshape(1)  # alpha[first] with a tensor index reads it on the host
+    return alpha.index_select(0, idx)[0], ok.index_select(0, idx)[0]
 
 
 def project_simplex(v: Tensor) -> Tensor:

@@ -141,7 +141,12 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             self._warned.add(key)
             warnings.warn(message, UserWarning, stacklevel=_seed.user_stacklevel())
 
-    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
+    @property
+    def _fused_check(self) -> bool:  # type: ignore[override]
+        # Only UW's fused objective (log-variance mode) is NaN/inf for a bad loss; the seed's objective is not.
+        return self.parameterization == "log_variance"
+
+    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True, **options: Any) -> Tensor:
         num = self.num_tasks
         assert num is not None
         k = num if len(losses) == num > 1 else _seed.count(losses)  # varargs of the full count: the usual call
@@ -155,7 +160,7 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             )
             losses, given = _seed.pad(losses, num), k
         try:
-            vec = super()._loss_vector(losses, sync=sync)
+            vec = super()._loss_vector(losses, sync=sync, **options)
         except (TypeError, ValueError) as error:
             raise _seed.explain(error, losses, num) from None
         self.__dict__["_given"] = given

@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
 from .._inputs import as_loss_vector, check_int
-from ..distributed import _should_sync, maybe_sync, sync_update_losses
+from ..distributed import _should_sync, is_distributed, maybe_sync, sync_update_losses
 
 __all__ = ["Weighting"]
 
@@ -31,14 +32,18 @@ class Weighting(nn.Module):
     across calls), ``requires_nonnegative`` (the losses must be ``>= 0``, e.g. when a log is taken) and
     ``permutation_equivariant`` (permuting the tasks permutes the weights; ``False`` for random methods).
 
+    The input check (finite losses, ``>= 0`` where required) never stops the host in a training step:
+    each call leaves its verdict as a flag on the device and the *next* call (or a read of
+    :attr:`weights`, or :meth:`verify`) reads it and raises the same error, naming the task, one call
+    late. Set ``check = "immediate"`` on an instance (or on the class) to raise within the call that
+    saw the bad value (one host read per call: a ``cudaStreamSynchronize`` on a GPU), or
+    ``check = False`` (or the older ``check_finite = False``) to skip the check.
+
     A task given as ``None`` is absent from the batch: it is left out of the method's normalisation and
     state, its weight is reported as 0, and the other tasks are weighed as if ``T - 1`` tasks were given.
     Methods without per-task state set ``absent_by_subset = True`` and simply run on the present losses;
     the others read :meth:`_present_mask` in ``forward``. (Under DDP a synchronised call averages the
     ranks' losses, a ``None`` counting as 0 on its rank, so that every rank computes the same weights.)
-
-    Set ``check_finite = False`` on an instance to skip the finiteness check, which costs one host
-    synchronisation per call on an accelerator.
 
     Under ``torch.distributed`` (DDP) the losses' values are averaged over the ranks before
     :meth:`forward`, so every rank computes the same weights and state; see
@@ -59,6 +64,9 @@ class Weighting(nn.Module):
     absent_by_subset: ClassVar[bool] = False
     objective_params: ClassVar[tuple[str, ...]] = ()
     stale_check_every: ClassVar[int] = 100
+    #: ``forward`` pushes its own value flag (see :meth:`_push_flag`): the base computes none in deferred mode.
+    _fused_check: ClassVar[bool] = False
+    check: bool | str = "deferred"
     check_finite: bool = True
     sync: bool | str = "auto"
     process_group: Any = None
@@ -103,34 +111,49 @@ class Weighting(nn.Module):
     # ------------------------------------------------------------------ call
     def __call__(self, *losses: Any) -> Tensor:  # type: ignore[override]
         """Weigh ``losses`` (varargs, a sequence, a 1-D tensor or a mapping) into one scalar."""
-        vec = self._loss_vector(losses)
+        vec = self._loss_vector(losses, fused=self._fused_check, poll=True)
         out = super().__call__(vec) if not self._absent else self._call_with_absent(vec)
         if self.learnable and self.training and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             self._watch_parameters(vec)
         return out
 
-    def _loss_vector(self, losses: tuple[Any, ...], *, sync: bool = True) -> Tensor:
+    def _loss_vector(
+        self, losses: tuple[Any, ...], *, sync: bool = True, fused: bool = False, poll: bool = False
+    ) -> Tensor:
         """Normalise and check the call's arguments into ``Tensor[T]``, averaged over the ranks under DDP.
 
         (``update(*losses)`` of a subclass receives losses already averaged over the ranks.) Under DDP an
-        error of this rank's checks is raised after the all-reduce, on every rank (:mod:`awloss.distributed`).
+        error of this rank's checks is raised after the all-reduce, on every rank (:mod:`awloss.distributed`);
+        so is an earlier call's failed deferred check (``poll``: read here, inside the local step).
+        ``fused``: ``forward`` pushes its own value flag in deferred mode. Under DDP the value check is
+        immediate: its verdict rides the header of the all-reduce, which the host reads anyway.
         """
+        if sync and is_distributed(self.process_group):
+            local = functools.partial(self._local_loss_vector, poll=poll, immediate=True)
+        elif not fused and not poll:
+            local = self._local_loss_vector
+        else:
+            local = functools.partial(self._local_loss_vector, fused=fused, poll=poll)
         if not sync:
-            return self._local_loss_vector(losses)
-        vec = maybe_sync(self, self._local_loss_vector, losses)
+            return local(losses)
+        vec = maybe_sync(self, local, losses)
         if self._absent and _should_sync(self):
             # The ranks average their losses and must weigh them alike, but a task may be None on one rank
             # only: a synchronised call counts None as a loss of 0 on its rank (the ranks' mean), as before.
             self.__dict__["_absent"] = ()
         return vec
 
-    def _local_loss_vector(self, losses: tuple[Any, ...]) -> Tensor:
+    def _local_loss_vector(
+        self, losses: tuple[Any, ...], *, fused: bool = False, poll: bool = False, immediate: bool = False
+    ) -> Tensor:
         """This rank's losses as ``Tensor[T]``, checked (count, names, device, values).
 
         Under DDP this runs inside the synchronised call's guard: whatever raises here (a check, or a
         deferred check's report polled here) is raised after the all-reduce on every rank. A check that
         raises *outside* it (before ``maybe_sync``) raises on one rank and leaves the others waiting.
         """
+        if poll and not torch.compiler.is_compiling():
+            _checks.poll(self)  # the flags of the earlier calls (a host read of values that are ready)
         device = self._device()
         vec, names, absent = as_loss_vector(
             losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device, with_absent=True
@@ -140,13 +163,52 @@ class Weighting(nn.Module):
         self._check_device(vec, device)
         self.__dict__["_absent"] = absent
         self.__dict__["_all_positive"] = False  # set by `_check_values` when it proves every loss > 0
-        if self.check_finite and not torch.compiler.is_compiling():
-            if absent:  # an absent task passes every check; a present loss is checked under its own label
-                self._check_values(vec.detach().index_fill(0, self._absent_index(vec), 1.0))
-                self.__dict__["_all_positive"] = False  # the absent slots hold 0
-            else:
-                self._check_values(vec)
+        self._check_input(vec, fused=fused and not absent, immediate=immediate)
         return vec
+
+    def _check_input(self, vec: Tensor, *, fused: bool = False, immediate: bool = False) -> None:
+        """Check ``vec``: at once ("immediate"), or as a device flag read at the next call ("deferred").
+
+        An absent task (``None``) passes every check; a present loss is checked under its own label.
+        """
+        if torch.compiler.is_compiling():
+            return
+        mode = _checks.check_mode(self) if self.check_finite else None
+        if mode is not None and self._absent:
+            vec = vec.detach().index_fill(0, self._absent_index(vec), 1.0)
+        if mode == "immediate" or (mode is not None and immediate):
+            self._check_values(vec)
+            if self._absent:
+                self.__dict__["_all_positive"] = False  # the absent slots hold 0
+        elif mode is not None and not fused:
+            d = vec.detach()
+            absent = self._absent
+            _checks.push(self, self._value_flag(d), lambda m: m._report_values(d, absent), mode)
+
+    def _report_values(self, d: Tensor, absent: tuple[int, ...]) -> None:
+        """A failed deferred check's report: ``_check_values`` with the absent tasks of the call that pushed it."""
+        now = self.__dict__.get("_absent", ())
+        self.__dict__["_absent"] = absent
+        try:
+            self._check_values(d)
+        finally:
+            self.__dict__["_absent"] = now
+
+    def _push_flag(self, flag: Tensor, vec: Tensor) -> None:
+        """For ``_fused_check`` methods: ``flag`` (e.g. the objective: NaN/inf for a bad loss) vouches for ``vec``."""
+        if (
+            self.check_finite
+            and not torch.compiler.is_compiling()
+            and _checks.check_mode(self) == "deferred"
+            and not is_distributed(self.process_group)  # under DDP the base checked at once
+            and not self._absent  # with a task absent the base checked (the absent slots filled)
+        ):
+            d = vec.detach()
+            _checks.push(self, flag, lambda m: m._check_values(d), "deferred")
+
+    def verify(self) -> None:
+        """Raise now if a check of an earlier call failed (waits for the device; see ``check``)."""
+        _checks.poll(self, wait=True)
 
     # ------------------------------------------------------ absent tasks
     def _absent_index(self, vec: Tensor) -> Tensor:
@@ -176,11 +238,11 @@ class Weighting(nn.Module):
             absent = set(self._absent)
             idx = torch.tensor([i for i in range(T) if i not in absent], dtype=torch.long, device=vec.device)
             out = nn.Module.__call__(self, vec.index_select(0, idx))
-            w = self.weights
+            w = self._weights  # (not `.weights`: it polls the deferred checks, a host read)
             self._set_weights(w.new_zeros(T).index_copy_(0, idx, w))
             return out
         out = nn.Module.__call__(self, vec)
-        w = self.weights
+        w = self._weights
         if w.shape[0] == T:  # (AutomaticWeightedLoss's seed mode reports only the k losses it was given)
             self._set_weights(w.index_fill(0, self._absent_index(vec), 0.0))
         return out
@@ -192,7 +254,11 @@ class Weighting(nn.Module):
     # ------------------------------------------------------------ reporting
     @property
     def weights(self) -> Tensor:
-        """Detached ``Tensor[T]``: the coefficients of the last call, ``∂out/∂L_i``."""
+        """Detached ``Tensor[T]``: the coefficients of the last call, ``∂out/∂L_i``.
+
+        Reading it first raises the error of a failed deferred check of an earlier call, if any.
+        """
+        _checks.poll(self)
         if self._weights is None:
             initial = self._initial_weights()
             if initial is None:
@@ -212,7 +278,9 @@ class Weighting(nn.Module):
         return dict(zip(names, w))
 
     def _set_weights(self, weights: Tensor) -> None:
-        self.__dict__["_weights"] = weights.detach()  # a plain attribute: skip nn.Module.__setattr__ (hot path)
+        if weights.requires_grad:
+            weights = weights.detach()
+        self.__dict__["_weights"] = weights  # a plain attribute: skip nn.Module.__setattr__ (hot path)
 
     def _initial_weights(self) -> Tensor | None:
         return None
@@ -224,6 +292,7 @@ class Weighting(nn.Module):
         self._calls = 0
         self._snapshot = None
         self._warned_stale = False
+        _checks.clear(self)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -265,7 +334,8 @@ class Weighting(nn.Module):
         for t in self.parameters():
             return t.device
         for t in self.buffers():
-            return t.device
+            if t.is_floating_point():  # not e.g. RLW's generator state, which stays on the CPU
+                return t.device
         return None
 
     def _check_device(self, vec: Tensor, dev: torch.device | None) -> None:
@@ -275,8 +345,15 @@ class Weighting(nn.Module):
                 f"move the module first, e.g. `{type(self).__name__.lower()}.to({str(vec.device)!r})`."
             )
 
+    def _value_flag(self, d: Tensor) -> Tensor:
+        """The deferred check: a 0-dim float tensor, finite when ``_check_values(d)`` would pass (when it
+        is not, ``_check_values`` decides: a sum can overflow). One or two ops, no host read."""
+        if self.requires_nonnegative:  # sqrt: NaN for a negative loss; the sum: NaN/inf for any non-finite
+            return torch.sqrt(d).sum()
+        return d.sum()
+
     def _check_values(self, vec: Tensor) -> None:
-        # Cheap path first (one reduction, host reads of its result); only on failure is the culprit looked
+        # The immediate check (and the report of a failed deferred one). Cheap path first (one reduction, host reads of its result); only on failure is the culprit looked
         # for. A NaN/inf makes the sum non-finite.
         d = vec.detach()
         if self.requires_nonnegative:  # one reduction: NaN propagates into both, -inf/negatives fail `lo >= 0`
@@ -313,15 +390,9 @@ class Weighting(nn.Module):
             self._snapshot = (flat.clone(), losses.clone())
             return
         old_p, old_l = self._snapshot
-        if torch.equal(flat, old_p) and not torch.equal(losses, old_l):
-            self._warned_stale = True
-            warnings.warn(
-                f"{type(self).__name__}'s parameters have not changed over {self.stale_check_every - 1} calls "
-                "while the losses varied: they are probably not in any optimizer. Add them, e.g. "
-                "`torch.optim.Adam([{'params': model.parameters()}, *weighting.param_groups(lr=0.025)])`.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        # On the device, read with the deferred checks (at the next call): the step never waits for it.
+        fine = (flat != old_p).any() | (losses == old_l).all()
+        _checks.push(self, fine, _warn_stale, "deferred")
         self._snapshot = None
 
     # ------------------------------------------------------------ checkpoints
@@ -368,3 +439,24 @@ class Weighting(nn.Module):
     def _make_example(cls, num_tasks: int) -> Weighting:
         """An instance for ``num_tasks`` tasks with default arguments (used by the contract tests)."""
         return cls(num_tasks=num_tasks)
+
+
+def _constant_weights(w: Weighting, losses: Tensor, value: float) -> Tensor:
+    """``full_like(losses, value)``, made once per shape, dtype and device (no op per call)."""
+    cached = w.__dict__.get("_const_weights")
+    if cached is None or cached.shape != losses.shape or cached.dtype != losses.dtype or cached.device != losses.device:
+        cached = w.__dict__["_const_weights"] = torch.full_like(losses, value, requires_grad=False)
+    return cached
+
+
+def _warn_stale(w: Weighting) -> None:
+    if w._warned_stale:
+        return
+    w._warned_stale = True
+    warnings.warn(
+        f"{type(w).__name__}'s parameters have not changed over {w.stale_check_every - 1} calls "
+        "while the losses varied: they are probably not in any optimizer. Add them, e.g. "
+        "`torch.optim.Adam([{'params': model.parameters()}, *weighting.param_groups(lr=0.025)])`.",
+        RuntimeWarning,
+        stacklevel=4,
+    )

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from .._inputs import default_device
 from .._registry import register
 from ._base import Weighting
 from ._helpers import as_weight_vector
@@ -64,15 +65,15 @@ class Constant(Weighting):
             if task_names is not None:
                 raise ValueError("Give the task names either in `weights` (a mapping) or in `task_names`, not both.")
             task_names, weights = list(weights.keys()), list(weights.values())
-        w = as_weight_vector("weights", weights)
+        w = as_weight_vector("weights", weights, device="cpu")  # checked on the CPU, even under meta
         if not bool((w >= 0).all()) or not bool((w > 0).any()):
             raise ValueError(f"Parameter `weights` must be >= 0 with at least one > 0, got {w.tolist()!r}.")
         super().__init__(w.numel(), task_names=task_names)
-        self.register_buffer("task_weights", w.clone())
+        self.register_buffer("task_weights", w.to(default_device()))
 
     @classmethod
     def _make_example(cls, num_tasks: int) -> Constant:
-        return cls(torch.linspace(1.0, 0.1, num_tasks) if num_tasks > 1 else [0.5])
+        return cls([1.0 - 0.9 * i / (num_tasks - 1) for i in range(num_tasks)] if num_tasks > 1 else [0.5])
 
     def _initial_weights(self) -> Tensor:
         return self.task_weights.clone()

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._inputs import check_positive
+from .._inputs import check_positive, default_device
 from .._registry import register
 from ._base import Weighting
 from ._helpers import as_weight_vector
@@ -73,18 +73,18 @@ class COSMOS(Weighting):
                  task_names: Sequence[str] | None = None) -> None:
         if weights is None:
             raise TypeError("Parameter `weights` (the preference vector, one value per task) is required.")
-        r = as_weight_vector("weights", weights)
+        r = as_weight_vector("weights", weights, device="cpu")  # checked on the CPU, even under meta
         if isinstance(weights, Tensor) and weights.is_floating_point():  # keep a float64 preference exact
             r = weights.detach().reshape(-1).to("cpu", torch.promote_types(weights.dtype, r.dtype))
         if not bool((r >= 0).all()) or not bool((r > 0).any()):
             raise ValueError(f"Parameter `weights` must be >= 0 with at least one > 0, got {r.tolist()!r}.")
         super().__init__(r.numel(), task_names=task_names)
         self.lambda_ = check_positive("lambda_", lambda_, strict=False)
-        self.register_buffer("preference", r.clone())
+        self.register_buffer("preference", r.to(default_device(), copy=True))
 
     @classmethod
     def _make_example(cls, num_tasks: int) -> COSMOS:
-        return cls(weights=torch.linspace(1.0, 0.5, num_tasks) if num_tasks > 1 else [1.0])
+        return cls(weights=[1.0 - 0.5 * i / (num_tasks - 1) for i in range(num_tasks)] if num_tasks > 1 else [1.0])
 
     def _initial_weights(self) -> Tensor:
         return self.preference.clone()

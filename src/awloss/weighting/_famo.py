@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._inputs import check_positive
+from .._inputs import check_positive, default_device
 from .._registry import register
 from ._base import Weighting
 from ._helpers import adam_step, as_weight_vector
@@ -95,10 +95,11 @@ class FAMO(Weighting):
         self.lr = check_positive("lr", lr)
         self.gamma = check_positive("gamma", gamma, strict=False)
         self.eps = check_positive("eps", eps)
-        b = as_weight_vector("min_losses", min_losses, T)
+        b_host = as_weight_vector("min_losses", min_losses, T, device="cpu")
+        b = b_host.to(default_device())
         self.register_buffer("min_losses", b, persistent=False)  # constructor argument, not state
         self.register_buffer("shift", b - self.eps, persistent=False)
-        self._zero_min = bool((b == 0).all())
+        self._zero_min = bool((b_host == 0).all())
         self.requires_nonnegative = self._zero_min  # then the base's fast check covers L >= b
         for name in ("logits", "exp_avg", "exp_avg_sq", "prev_log_gap"):
             self.register_buffer(name, torch.zeros(T))
@@ -130,6 +131,11 @@ class FAMO(Weighting):
                 f"Loss {label} = {float(vec[i].detach())} is below its lower bound `min_losses[{i}]` = "
                 f"{float(self.min_losses[i])}; FAMO takes log(L - min_losses): lower `min_losses`."
             )
+
+    def _value_flag(self, d: Tensor) -> Tensor:
+        if self._zero_min:
+            return super()._value_flag(d)
+        return torch.sqrt(d - self.min_losses.to(d.dtype)).sum()  # NaN below the bound
 
     def _next_count(self) -> int:
         self._count = (int(self.adam_step) if self._count is None else self._count) + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .._registry import register
 from ._helpers import PositiveLossWeighting
@@ -56,10 +57,44 @@ class GeometricMean(PositiveLossWeighting):
     positive_reason = "it takes the geometric mean"
     absent_by_subset = True  # no per-task state: a task given as None is simply left out
 
+    @property
+    def _fused_check(self) -> bool:  # type: ignore[override]
+        return self.eps == 0.0  # mean(log L) is -inf/NaN for a loss <= 0 or NaN: the check (with eps: the base's)
+
     def forward(self, losses: Tensor) -> Tensor:
-        losses = losses.to(self._weight_dtype(losses))  # float16/bfloat16: weights and objective in float32
-        shifted = losses + self.eps if self.eps else losses
-        out = torch.exp(torch.log(shifted).mean())
-        d = out.detach()
-        self._set_weights(d / (shifted.shape[0] * shifted.detach()))
+        dtype = self._weight_dtype(losses)  # float16/bfloat16: weights and objective in float32
+        if losses.dtype != dtype:
+            losses = losses.to(dtype)
+        if torch.compiler.is_compiling():  # plain ops: the compiler fuses them
+            shifted = losses + self.eps if self.eps else losses
+            out = torch.exp(torch.log(shifted).mean())
+            self._set_weights(out.detach() / (shifted.shape[0] * shifted.detach()))
+            return out
+        out, w, log_mean = _GeometricMeanObjective.apply(losses, self.eps)
+        if self.eps == 0.0:
+            self._push_flag(log_mean, losses)  # deferred check
+        self._set_weights(w)
         return out
+
+
+class _GeometricMeanObjective(torch.autograd.Function):
+    """``(exp(mean log L), w = out/(T L), mean log L)`` in one node: ``∂out/∂L = w``."""
+
+    @staticmethod
+    def forward(ctx, losses, eps):  # type: ignore[no-untyped-def, override]
+        x = losses + eps if eps else losses
+        log_mean = torch.log(x).mean()
+        out = torch.exp(log_mean)
+        w = torch.div(out, x).mul_(1.0 / x.shape[0])
+        ctx.save_for_backward(w)
+        ctx.mark_non_differentiable(w, log_mean)
+        ctx.set_materialize_grads(False)
+        return out, w, log_mean
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _grad_w, _grad_log_mean):  # type: ignore[no-untyped-def, override]
+        if grad is None:
+            return None, None
+        (w,) = ctx.saved_tensors
+        return w * grad, None

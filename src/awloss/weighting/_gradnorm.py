@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
 from .._inputs import check_positive
 from .._registry import register
 from ..distributed import _should_sync, all_reduce_mean, reject_sharded
@@ -190,8 +191,15 @@ class GradNorm(Weighting):
             active = (n > 0) & (L > 0) & (L0 > 0)
             if present is not None:
                 active &= present
-            if not bool(active.any()):
-                return
+            if _checks.host_reads_are_free(L):  # CPU: stop here when no task is active (a free host read)
+                if not bool(active.any()):
+                    return
+                moved = None
+            else:  # an accelerator: no host read; the step runs and is undone below when no task is active
+                # (the host's Adam step count still advances: the bias corrections of later steps see one more)
+                moved = active.any()
+                state = (self.task_weights, self.exp_avg, self.exp_avg_sq, self.grad_norms, self.targets)
+                before = [t.clone() for t in state]
             k = active.sum().to(L.dtype)
             G = self.task_weights * n
             tiny = torch.finfo(L.dtype).tiny
@@ -210,6 +218,9 @@ class GradNorm(Weighting):
             # Renormalise the active weights so that the total stays T, the inactive ones unchanged.
             rest = (w * ~active).sum()
             w.copy_(torch.where(active, w * ((T - rest).clamp_min(1e-6 * k) / (w * active).sum()), w))
+            if moved is not None:  # no task active: every buffer as before (no host read)
+                for t, old in zip(state, before):
+                    torch.where(moved, t, old, out=t)
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, alpha={self.alpha}, lr={self.lr}"

@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._inputs import check_positive
+from .._inputs import check_positive, default_device
 from ._base import Weighting
 
-__all__ = ["check_strictly_positive", "check_positive_losses", "adam_step", "as_weight_vector", "PositiveLossWeighting"]
+__all__ = ["positive_flag", "check_strictly_positive", "check_positive_losses", "adam_step", "as_weight_vector", "PositiveLossWeighting"]
 
 
 def check_strictly_positive(module: torch.nn.Module, vec: Tensor, why: str) -> None:
@@ -30,6 +30,11 @@ def check_strictly_positive(module: torch.nn.Module, vec: Tensor, why: str) -> N
             )
 
 
+def positive_flag(d: Tensor) -> Tensor:
+    """On the device: finite iff every loss is finite and ``> 0`` (log: -inf at 0, NaN below). No host read."""
+    return torch.log(d).sum()
+
+
 def check_positive_losses(module: torch.nn.Module, vec: Tensor, base_check: Any, why: str) -> None:
     """Finite and ``> 0`` in two host reads on the fast path; on failure the base check or ours names the loss."""
     d = vec.detach()
@@ -39,10 +44,18 @@ def check_positive_losses(module: torch.nn.Module, vec: Tensor, base_check: Any,
     check_strictly_positive(module, vec, why)
 
 
-def as_weight_vector(name: str, value: object, num_tasks: int | None = None, *, positive: bool = False) -> Tensor:
-    """Validate a per-task float vector (a float is broadcast when ``num_tasks`` is given)."""
+def as_weight_vector(
+    name: str, value: object, num_tasks: int | None = None, *, positive: bool = False, device: Any = None
+) -> Tensor:
+    """Validate a per-task float vector (a float is broadcast when ``num_tasks`` is given).
+
+    The values are checked on the CPU (also under ``torch.device("meta")``); the result is placed on
+    ``device`` (default: where factory functions put tensors, see :func:`awloss._inputs.default_device`).
+    """
     try:
-        t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+        if isinstance(value, Tensor):
+            value = value.detach().to("cpu")
+        t = torch.as_tensor(value, dtype=torch.float64, device="cpu").reshape(-1)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"Parameter `{name}` must be a float or a sequence of floats, got {value!r}.") from None
     if t.numel() == 1 and num_tasks is not None:
@@ -53,7 +66,7 @@ def as_weight_vector(name: str, value: object, num_tasks: int | None = None, *, 
         raise ValueError(f"Parameter `{name}` must be finite, got {value!r}.")
     if positive and not bool((t > 0).all()):
         raise ValueError(f"Parameter `{name}` must be > 0 for every task, got {value!r}.")
-    return t.to(torch.get_default_dtype())
+    return t.to(dtype=torch.get_default_dtype(), device=default_device() if device is None else device)
 
 
 @torch.no_grad()
@@ -114,3 +127,6 @@ class PositiveLossWeighting(Weighting):
             check_positive_losses(self, vec, super()._check_values, self.positive_reason)
         else:
             super()._check_values(vec)
+
+    def _value_flag(self, d: Tensor) -> Tensor:
+        return positive_flag(d) if self.eps == 0.0 else super()._value_flag(d)

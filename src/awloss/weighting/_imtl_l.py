@@ -63,6 +63,7 @@ class IMTLL(Weighting):
     learnable = True
     stateful = True
     requires_nonnegative = True
+    _fused_check = True  # the fused objective is NaN/inf for a NaN, inf or negative loss: it is the check
 
     def __init__(
         self,
@@ -86,16 +87,19 @@ class IMTLL(Weighting):
         return torch.exp(self.log_scale.detach())
 
     def forward(self, losses: Tensor) -> Tensor:
-        dtype = torch.promote_types(losses.dtype, self.log_scale.dtype)
-        s, losses = self.log_scale.to(dtype), losses.to(dtype)
+        s = self.log_scale
+        if s.dtype != losses.dtype:
+            dtype = torch.promote_types(losses.dtype, s.dtype)
+            s, losses = s.to(dtype), losses.to(dtype)
         present = self._present_mask(losses)
         if present is not None and not self.mask_zero_losses:  # an absent task never moves its s_i
             w = torch.exp(torch.where(present, s, s.detach()))
             out, w = (w * losses - s * present).sum(), w.detach()
         elif torch.compiler.is_compiling():  # plain ops: the compiler fuses them
             out, w = _imtl_objective(s, losses, self.mask_zero_losses)
-        else:  # eager: one autograd node instead of five
+        else:  # eager: one autograd node instead of five (8 ops, forward and backward, the check included)
             out, w = _IMTLObjective.apply(s, losses, self.mask_zero_losses)
+            self._push_flag(out.detach(), losses)  # deferred check: `out` is NaN/inf for a bad loss
         self._set_weights(w)
         return out
 
@@ -115,26 +119,27 @@ def _imtl_objective(s: Tensor, losses: Tensor, mask: bool) -> tuple[Tensor, Tens
 
 
 class _IMTLObjective(torch.autograd.Function):
-    """Same values and gradients as :func:`_imtl_objective` in one node: dL/ds = (e^s L - 1)·active."""
+    """Fused ``(Σ m(e^{s}L - s), e^{s})`` with ``m = L ** 1e-30`` (1 for ``L > 0``, 0 for ``L = 0``, NaN for a
+    negative or NaN loss, which makes the objective NaN: the value check). ``∂/∂s = e^{s}L - m``, ``∂/∂L = e^{s}``."""
 
     @staticmethod
     def forward(ctx, s, losses, mask):  # type: ignore[no-untyped-def, override]
         w = torch.exp(s)
-        active = losses != 0 if mask else None
-        reg = s if active is None else s * active
-        ctx.save_for_backward(losses, w, active)
+        neg_m = (torch.pow(losses, 1e-30) if mask else torch.sqrt(losses).mul_(0.0).add_(1.0)).neg_()
+        ctx.save_for_backward(losses, w, neg_m)
         ctx.mark_non_differentiable(w)
-        return torch.dot(w, losses) - reg.sum(), w
+        ctx.set_materialize_grads(False)
+        return torch.dot(torch.addcmul(s, w, losses, value=-1.0), neg_m), w
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad, _grad_w):  # type: ignore[no-untyped-def, override]
-        losses, w, active = ctx.saved_tensors
+        losses, w, neg_m = ctx.saved_tensors
         grad_s = grad_l = None
+        if grad is None:
+            return None, None, None
         if ctx.needs_input_grad[0]:
-            grad_s = (w * losses - 1) * grad
-            if active is not None:
-                grad_s = grad_s * active
+            grad_s = torch.addcmul(neg_m, w, losses).mul_(grad)
         if ctx.needs_input_grad[1]:
             grad_l = w * grad
         return grad_s, grad_l, None

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .._registry import register
-from ._base import Weighting
+from ._base import Weighting, _constant_weights
 
 __all__ = ["Mean"]
 
@@ -58,5 +58,5 @@ class Mean(Weighting):
         return None if self.num_tasks is None else torch.full((self.num_tasks,), 1.0 / self.num_tasks)
 
     def forward(self, losses: Tensor) -> Tensor:
-        self._set_weights(torch.full_like(losses, 1.0 / losses.shape[0]))
+        self._set_weights(_constant_weights(self, losses, 1.0 / losses.shape[0]))
         return losses.mean()

@@ -68,7 +68,7 @@ class RLW(Weighting):
     def __init__(self, num_tasks: int, *, seed: int | None = None, task_names: Sequence[str] | None = None) -> None:
         super().__init__(num_tasks, task_names=task_names)
         if seed is None:
-            seed = int(torch.randint(0, 2**62, ()).item())
+            seed = int(torch.randint(0, 2**62, (), device="cpu").item())
         elif isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"Parameter `seed` must be a non-negative int or None, got {seed!r}.")
         self.seed = seed

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._inputs import check_int, check_positive
+from .._inputs import check_int, check_positive, default_device
 from .._registry import register
 from ._base import Weighting
-from ._helpers import as_weight_vector, check_positive_losses
+from ._helpers import as_weight_vector, check_positive_losses, positive_flag
 
 __all__ = ["STCH"]
 
@@ -86,8 +86,10 @@ class STCH(Weighting):
         self.mu = check_positive("mu", mu)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, minimum=0)
         self.stateful = self.warmup_epochs > 0
-        lam, z = as_weight_vector("preference", preference, T, positive=True), as_weight_vector("ideal", ideal, T)
+        lam = as_weight_vector("preference", preference, T, positive=True, device="cpu")
+        z = as_weight_vector("ideal", ideal, T, device="cpu")
         self._unit_preference, self._zero_ideal = bool((lam == 1).all()), bool((z == 0).all())  # skip no-op ops
+        lam, z = lam.to(default_device()), z.to(default_device())
         self.register_buffer("preference", lam, persistent=False)  # constructor arguments, not state
         self.register_buffer("ideal", z, persistent=False)
         self.register_buffer("epochs", torch.zeros((), dtype=torch.int64))
@@ -119,6 +121,9 @@ class STCH(Weighting):
             check_positive_losses(self, vec, super()._check_values, "its warm-up recipe takes log L")
         else:
             super()._check_values(vec)
+
+    def _value_flag(self, d: Tensor) -> Tensor:
+        return positive_flag(d) if self.warmup_epochs else super()._value_flag(d)
 
     def forward(self, losses: Tensor) -> Tensor:
         dtype = torch.promote_types(losses.dtype, self.preference.dtype)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .._registry import register
-from ._base import Weighting
+from ._base import Weighting, _constant_weights
 
 __all__ = ["Sum"]
 
@@ -60,5 +60,5 @@ class Sum(Weighting):
         return None if self.num_tasks is None else torch.ones(self.num_tasks)
 
     def forward(self, losses: Tensor) -> Tensor:
-        self._set_weights(torch.ones_like(losses))
+        self._set_weights(_constant_weights(self, losses, 1.0))
         return losses.sum()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .. import _checks
 from .._inputs import check_positive
 from .._registry import register
 from ._helpers import PositiveLossWeighting
@@ -89,7 +90,10 @@ class UWSO(PositiveLossWeighting):
             calls = self.__dict__.get("_calls_seen", 0) + 1
             self.__dict__["_calls_seen"] = calls
             if (calls == 1 or calls % 1000 == 0) and not self.__dict__.get("_warned_one_hot") and w.shape[0] > 1:
-                self._warn_if_one_hot(w, d)  # one host read on the first call and every 1000th, none otherwise
+                if _checks.host_reads_are_free(w):  # CPU: a free host read, the warning within this call
+                    self._warn_if_one_hot(w, d)
+                else:  # an accelerator (or meta): a device flag, read with the deferred checks (next call)
+                    _checks.push(self, w.max() <= 0.99, lambda m: m._warn_if_one_hot(w, d), "deferred")
         return torch.dot(w, losses.to(w.dtype))
 
     def _warn_if_one_hot(self, w: Tensor, d: Tensor) -> None:
