@@ -2,7 +2,7 @@
 
 Used by ``docs/_tools/hooks.py`` at build time (so a new registered method gets a row and a page with no
 docs edit) and by ``tests/docs``. Facts in ``NOTES`` come from the papers and the benchmark studies in
-``../shared/research`` (seed-and-papers.md §6, libmtl.md §5, torchjd-and-others.md §4); a method without
+the team's research notes (outside this repository); a method without
 a note still gets a row, with its docstring's summary line and first reference.
 """
 
