@@ -10,7 +10,7 @@ from .._registry import register
 from ._base import Aggregator
 from ._solvers import project_simplex
 
-__all__ = ["MoDo", "project_present"]
+__all__ = ["MoDo", "CrossBatchAggregator", "project_present"]
 
 
 def project_present(v: Tensor, present: Tensor) -> Tensor:
@@ -20,8 +20,39 @@ def project_present(v: Tensor, present: Tensor) -> Tensor:
     return torch.where(present, project_simplex(torch.where(present, v, low)), torch.zeros_like(v))
 
 
+class CrossBatchAggregator(Aggregator):
+    """Base of the two-batch methods (MoDo, SDMGrad): ``J`` paired with a second batch, weights from ``J₁J₂ᵀ``.
+
+    The second batch is the previous call's Jacobian (``second_batch="previous"``, kept in the ``previous``
+    buffer; the current one on the first call) or the current one (``"same"``). Subclasses implement
+    ``cross_weights(matrix, present)``.
+    """
+
+    def _init_second_batch(self, second_batch: str) -> None:
+        if second_batch not in ("previous", "same"):
+            raise ValueError(f"Parameter `second_batch` must be 'previous' or 'same', got {second_batch!r}.")
+        self.second_batch = second_batch
+        self.register_buffer("previous", torch.zeros(0, 0))
+
+    def cross_weights(self, matrix: Tensor, present: Tensor | None = None) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward(self, jacobian: Tensor) -> Tensor:
+        J = jacobian.detach()
+        other = self.previous.to(J.dtype) if self.second_batch == "previous" and self.previous.shape == J.shape else J
+        A = J @ other.T
+        if self.check:  # a NaN/inf row is reported after the call; keep it out of the weights' state
+            A = torch.where(torch.isfinite(A), A, torch.zeros_like(A))
+        present = J.abs().amax(dim=1) > 0  # an all-zero row (absent task) is left out
+        w = self.cross_weights(A, present)
+        if self.second_batch == "previous":
+            self.previous = J.clone()
+        self._set_weights(w)
+        return w @ jacobian
+
+
 @register
-class MoDo(Aggregator):
+class MoDo(CrossBatchAggregator):
     r"""MoDo (multi-objective gradient with double sampling): stochastic MGDA weights without bias.
 
     MGDA's weights solved on one mini-batch are biased. MoDo moves them by one projected step per call
@@ -72,11 +103,8 @@ class MoDo(Aggregator):
         super().__init__()
         self.gamma = check_positive("gamma", gamma)
         self.rho = check_positive("rho", rho, strict=False)
-        if second_batch not in ("previous", "same"):
-            raise ValueError(f"Parameter `second_batch` must be 'previous' or 'same', got {second_batch!r}.")
-        self.second_batch = second_batch
         self.register_buffer("lambd", torch.zeros(0))
-        self.register_buffer("previous", torch.zeros(0, 0))
+        self._init_second_batch(second_batch)
 
     def reset_parameters(self) -> None:
         dev = self.lambd.device
@@ -95,19 +123,6 @@ class MoDo(Aggregator):
         lam = project_present(lam - self.gamma * (matrix @ lam + self.rho * lam), present)
         self.lambd = lam.detach()
         return lam
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        J = jacobian.detach()
-        other = self.previous.to(J.dtype) if self.second_batch == "previous" and self.previous.shape == J.shape else J
-        A = J @ other.T
-        if self.check:  # a NaN/inf row is reported after the call; keep it out of the weights' state
-            A = torch.where(torch.isfinite(A), A, torch.zeros_like(A))
-        present = J.abs().amax(dim=1) > 0  # an all-zero row (absent task) is left out
-        w = self.cross_weights(A, present)
-        if self.second_batch == "previous":
-            self.previous = J.clone()
-        self._set_weights(w)
-        return w @ jacobian
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, rho={self.rho}, second_batch={self.second_batch!r}"

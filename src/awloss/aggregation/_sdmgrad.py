@@ -9,14 +9,13 @@ from torch import Tensor
 
 from .._inputs import check_int, check_positive
 from .._registry import register
-from ._base import Aggregator
-from ._modo import project_present
+from ._modo import CrossBatchAggregator, project_present
 
 __all__ = ["SDMGrad"]
 
 
 @register
-class SDMGrad(Aggregator):
+class SDMGrad(CrossBatchAggregator):
     r"""SDMGrad: the MGDA direction pulled toward a preferred one, with two-batch stochastic weights.
 
     SDMGrad minimises :math:`\tfrac12\|J^\top(w + \lambda\tilde w)\|^2` over the simplex with a few steps
@@ -83,11 +82,8 @@ class SDMGrad(Aggregator):
         if pref is not None and not bool(torch.isfinite(pref).all()):
             raise ValueError(f"Parameter `pref_vector` must be finite, got {pref_vector!r}.")
         self.register_buffer("pref_vector", pref)
-        if second_batch not in ("previous", "same"):
-            raise ValueError(f"Parameter `second_batch` must be 'previous' or 'same', got {second_batch!r}.")
-        self.second_batch = second_batch
         self.register_buffer("w", torch.zeros(0))
-        self.register_buffer("previous", torch.zeros(0, 0))
+        self._init_second_batch(second_batch)
 
     def reset_parameters(self) -> None:
         dev = self.w.device
@@ -117,19 +113,6 @@ class SDMGrad(Aggregator):
             w = project_present(w - self.lr * v, present)
         self.w = w.detach()
         return (w + self.lambda_ * pref) / (1.0 + self.lambda_)
-
-    def forward(self, jacobian: Tensor) -> Tensor:
-        J = jacobian.detach()
-        other = self.previous.to(J.dtype) if self.second_batch == "previous" and self.previous.shape == J.shape else J
-        A = J @ other.T
-        if self.check:  # a NaN/inf row is reported after the call; keep it out of the weights' state
-            A = torch.where(torch.isfinite(A), A, torch.zeros_like(A))
-        present = J.abs().amax(dim=1) > 0  # an all-zero row (absent task) is left out
-        w = self.cross_weights(A, present)
-        if self.second_batch == "previous":
-            self.previous = J.clone()
-        self._set_weights(w)
-        return w @ jacobian
 
     def extra_repr(self) -> str:
         return f"lr={self.lr}, momentum={self.momentum}, n_iter={self.n_iter}, lambda_={self.lambda_}"
