@@ -18,6 +18,18 @@ __all__ = ["COSMOS"]
 _EPS = 1e-8  # torch.nn.functional.cosine_similarity's floor on each norm (TorchJD relies on it)
 
 
+def preference_vector(weights: Sequence[float] | Tensor | None) -> Tensor:
+    """The checked preference of COSMOS and PBI: one value ``>= 0`` per task, not all 0, on the CPU (float64 kept)."""
+    if weights is None:
+        raise TypeError("Parameter `weights` (the preference vector, one value per task) is required.")
+    r = as_weight_vector("weights", weights, device="cpu")  # checked on the CPU, even under meta
+    if isinstance(weights, Tensor) and weights.is_floating_point():  # keep a float64 preference exact
+        r = weights.detach().reshape(-1).to("cpu", torch.promote_types(weights.dtype, r.dtype))
+    if not bool((r >= 0).all()) or not bool((r > 0).any()):
+        raise ValueError(f"Parameter `weights` must be >= 0 with at least one > 0, got {r.tolist()!r}.")
+    return r
+
+
 @register
 class COSMOS(Weighting):
     r"""COSMOS scalarisation: a preference-weighted sum minus a reward for losses aligned with the preference.
@@ -71,13 +83,7 @@ class COSMOS(Weighting):
 
     def __init__(self, lambda_: float = 1.0, weights: Sequence[float] | Tensor | None = None, *,
                  task_names: Sequence[str] | None = None) -> None:
-        if weights is None:
-            raise TypeError("Parameter `weights` (the preference vector, one value per task) is required.")
-        r = as_weight_vector("weights", weights, device="cpu")  # checked on the CPU, even under meta
-        if isinstance(weights, Tensor) and weights.is_floating_point():  # keep a float64 preference exact
-            r = weights.detach().reshape(-1).to("cpu", torch.promote_types(weights.dtype, r.dtype))
-        if not bool((r >= 0).all()) or not bool((r > 0).any()):
-            raise ValueError(f"Parameter `weights` must be >= 0 with at least one > 0, got {r.tolist()!r}.")
+        r = preference_vector(weights)
         super().__init__(r.numel(), task_names=task_names)
         self.lambda_ = check_positive("lambda_", lambda_, strict=False)
         self.register_buffer("preference", r.to(default_device(), copy=True))

@@ -9,6 +9,7 @@ from torch import Tensor
 from .._inputs import check_positive, default_device
 from .._registry import register
 from ._base import Weighting
+from ._cosmos import preference_vector
 from ._helpers import as_weight_vector
 
 __all__ = ["PBI"]
@@ -72,13 +73,7 @@ class PBI(Weighting):
     def __init__(self, theta: float = 5.0, weights: Sequence[float] | Tensor | None = None,
                  reference: Sequence[float] | Tensor | None = None, *,
                  task_names: Sequence[str] | None = None) -> None:
-        if weights is None:
-            raise TypeError("Parameter `weights` (the preference vector, one value per task) is required.")
-        r = as_weight_vector("weights", weights, device="cpu")  # checked on the CPU, even under meta
-        if isinstance(weights, Tensor) and weights.is_floating_point():  # keep a float64 preference exact
-            r = weights.detach().reshape(-1).to("cpu", torch.promote_types(weights.dtype, r.dtype))
-        if not bool((r >= 0).all()) or not bool((r > 0).any()):
-            raise ValueError(f"Parameter `weights` must be >= 0 with at least one > 0, got {r.tolist()!r}.")
+        r = preference_vector(weights)
         super().__init__(r.numel(), task_names=task_names)
         self.theta = check_positive("theta", theta, strict=False)
         self.register_buffer("preference", r.to(default_device(), copy=True))
