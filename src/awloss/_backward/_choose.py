@@ -7,13 +7,14 @@ from typing import Any
 
 from torch import Tensor
 
-from ..aggregation._base import Aggregator
+from ..aggregation._base import Aggregator, GramianAggregator
 from ..distributed import is_distributed
 from . import _engine
 from ._batched import BatchedEngine
 from ._engine import Engine, cache_of
 from ._gather import Losses, as_params
 from ._graph import walk
+from ._gram import GramianEngine
 from ._loop import GradLoopEngine, LoopEngine
 from ._representation import RepresentationEngine
 from ._summed import SummedEngine
@@ -26,11 +27,17 @@ def choose_engine(
     representation: Tensor | None,
     task_params: Any,
     method: str,
+    budget: int | None = None,
 ) -> Engine:
     items, cache = losses.items, cache_of(aggregator)
     distributed = is_distributed()
     exclude = {id(p) for p in shared}
     if representation is not None:
+        if method == "gramian":
+            raise ValueError(
+                "Argument `method='gramian'` computes the Gramian of the shared parameters and cannot be combined "
+                "with `representation=` (per-task gradients of the feature): pass one or the other."
+            )
         _check_representation(representation, aggregator, distributed)
         exclude.add(id(representation))
     heads = None if task_params is None else [p for p in as_params(task_params, "task_params") if id(p) not in exclude]
@@ -44,6 +51,13 @@ def choose_engine(
     plain = heads is None and not distributed  # full backward passes would fire DDP's reducer hooks
     if plain and getattr(aggregator, "_uniform", False) and losses.scale is None:
         return SummedEngine(shared, cache)  # update = c·∇ΣLᵢ whatever `method`: one backward pass
+    if method == "gramian" or (method == "auto" and _over_budget(items, shared, aggregator, distributed, budget)):
+        if distributed:
+            raise NotImplementedError(
+                "awloss.backward(method='gramian') is not supported under torch.distributed (DDP) yet: the "
+                "Gramian of the global batch needs the cross-rank products. Use method='loop' or 'auto'."
+            )
+        return GramianEngine(shared, heads)
     if plain and not batched:
         return LoopEngine(shared, cache)
     if heads is None or batched:
@@ -52,6 +66,14 @@ def choose_engine(
         if batched and _engine.batches(method, graph.hard, graph.soft):
             return BatchedEngine(shared, heads, cache)
     return LoopEngine(shared, cache) if plain else GradLoopEngine(shared, heads, cache)
+
+
+def _over_budget(items: list[Tensor], shared: list[Tensor], aggregator: Aggregator, distributed: bool,
+                 budget: int | None) -> bool:
+    """``method="auto"``: the Jacobian ``T·n·itemsize`` would exceed ``budget`` bytes and only ``G`` is needed."""
+    if budget is None or distributed or not isinstance(aggregator, GramianAggregator):
+        return False
+    return len(items) * sum(p.numel() * p.element_size() for p in shared) > budget
 
 
 def _check_representation(representation: Any, aggregator: Aggregator, distributed: bool) -> None:

@@ -4,8 +4,9 @@ An engine turns the per-task losses into a :class:`Jacobian` (``jacobian``) and 
 update back into ``.grad`` (``write``); everything between (the reduction across ranks, the aggregator)
 is the pipeline's. Engines: ``loop`` (one backward per task, :mod:`._loop`), ``grad_loop`` (one
 ``autograd.grad`` per task, under DDP or with ``task_params``), ``batched`` (one vmap-ed backward,
-:mod:`._batched`), ``representation`` (per-task gradients of a shared feature, :mod:`._representation`)
-and ``summed`` (GradMean/GradSum: one backward of ``ΣLᵢ``, :mod:`._summed`).
+:mod:`._batched`), ``representation`` (per-task gradients of a shared feature, :mod:`._representation`),
+``summed`` (GradMean/GradSum: one backward of ``ΣLᵢ``, :mod:`._summed`) and ``gramian`` (``G = JJᵀ``
+layer by layer, never ``J``, :mod:`._gram`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class Jacobian:
     ``[T, n]`` block of the engine's own layout; ``heads`` and ``head_grads``: the task-specific parameters
     and their ``∇ΣLᵢ`` where the engine computed them; ``summed``: the one block is ``∇ΣLᵢ`` itself
     (constant-weight aggregators), not per-task rows, and ``present`` says which tasks it contains (an
-    absent task's zero row is left out of the weights, as the aggregator does on a Jacobian)."""
+    absent task's zero row is left out of the weights, as the aggregator does on a Jacobian); ``gramian``: the
+    gramian engine's ``G = JJᵀ`` (``blocks`` empty), aggregated into the weights alone."""
 
     blocks: list[Any]
     params: list[Tensor] | None = None
@@ -36,6 +38,7 @@ class Jacobian:
     head_grads: list[Tensor | None] = field(default_factory=list)
     summed: bool = False
     present: list[bool] = field(default_factory=list)
+    gramian: Tensor | None = None  # the gramian engine: G = JJᵀ itself, no blocks (updates = [weights])
 
 
 class Engine:
