@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from ..aggregation._base import Aggregator
-from ..distributed import fsdp_backward, is_distributed, is_sharded
+from ..distributed import is_distributed
 from ._aggregate import aggregate
 from ._aggregate import gramian as _gramian  # noqa: F401  (tests import it from here)
 from ._choose import choose_engine
@@ -112,9 +112,9 @@ def backward(
         Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024 (``mtl_backward``).
 
     The steps, each its own module of this package: gather the losses (:mod:`._gather`) → choose an
-    engine (:mod:`._choose`: loop, batched, representation, summed or gramian) → the engine's Jacobian and the heads'
-    gradient → the reduction across ranks (:mod:`._reduce`, the one place) → the aggregator
-    (:mod:`._aggregate`) → the engine writes ``.grad``.
+    engine (:mod:`._choose`: loop, batched, representation, summed, gramian or fsdp2) → the engine's Jacobian
+    (or Gramian) and the heads' gradient → the reduction across ranks (:mod:`._reduce`, the one place; under
+    FSDP2 the Gramian of the shards) → the aggregator (:mod:`._aggregate`) → the engine writes ``.grad``.
 
     Note:
         TorchJD's ``mtl_backward`` stores the Jacobian in ``.jac`` and gives each head its own task's
@@ -134,9 +134,6 @@ def _backward(  # noqa: PLR0913 - backward()'s steps, inside the checks' step
 ) -> Tensor | None:
     task = gather_losses(losses, aggregator, scaler)
     shared = shared_params_of(shared_params)
-    if is_sharded(shared):  # FSDP2: per-shard Jacobian, the Gramian all-reduced (awloss.distributed)
-        return fsdp_backward(task.items, shared, aggregator, retain_graph, representation=representation,
-                             scale=task.scale)
     engine = choose_engine(task, shared, aggregator, representation, task_params, method, memory_budget)
     jac = reduce_jacobian(engine.jacobian(task, retain_graph), len(task.items))
     updates, overflow = aggregate(aggregator, jac, len(task.items), task.scale)

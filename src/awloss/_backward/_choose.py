@@ -1,5 +1,6 @@
 """Which engine computes the Jacobian: a function of the arguments, the aggregator's declared capabilities
-(``_uniform``, ``state_per_column``), the device and what the autograd graph contains."""
+(``_uniform``, ``state_per_column``, ``gramian_weights``), the device, whether the shared parameters are
+sharded (FSDP2) and what the autograd graph contains."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any
 from torch import Tensor
 
 from ..aggregation._base import Aggregator, GramianAggregator
-from ..distributed import is_distributed
+from ..distributed import is_distributed, is_sharded
 from . import _engine
 from ._batched import BatchedEngine
 from ._engine import Engine, cache_of
+from ._fsdp import FsdpEngine, check_fsdp
 from ._gather import Losses, as_params
 from ._graph import walk
 from ._gram import GramianEngine
@@ -30,6 +32,8 @@ def choose_engine(
     budget: int | None = None,
 ) -> Engine:
     items, cache = losses.items, cache_of(aggregator)
+    if is_sharded(shared):  # FSDP2 (FSDP1's flat parameters raise here): the shards' Jacobian, G reduced
+        return FsdpEngine(shared, check_fsdp(shared, aggregator, representation, losses.scale))
     distributed = is_distributed()
     exclude = {id(p) for p in shared}
     if representation is not None:
