@@ -101,10 +101,10 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             del self.log_var
             self.params = nn.Parameter(torch.exp(0.5 * self.init))
 
-    @property  # type: ignore[override]
+    @property
     def params(self) -> Tensor:
         """σ per task. The learned parameter in sigma mode; a detached, read-only σ otherwise (for logging)."""
-        p = self.__dict__["_parameters"].get("params")
+        p: Tensor | None = self.__dict__["_parameters"].get("params")
         if p is not None:
             return p
         if self.parameterization == "sigma":
