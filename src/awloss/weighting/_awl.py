@@ -218,7 +218,9 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
                 index = self.__dict__.get("_seed_index")
                 if index is None or index.shape[0] != k:
                     index = self.__dict__["_seed_index"] = torch.zeros(k, dtype=torch.long)
-            total, weights = SeedObjective.apply(p if k == p.shape[0] else p[:k], losses, num, index)
+            sigma = p if k == p.shape[0] else p[:k]
+            # (torch leaves Function.apply unannotated)
+            total, weights = SeedObjective.apply(sigma, losses, num, index)  # type: ignore[no-untyped-call]
         self._set_weights(weights)
         return total
 
