@@ -61,7 +61,8 @@ def test_mypy_sees_what_get_returns(tmp_path: Path) -> None:
 def test_package_is_clean_under_mypy_strict() -> None:
     """`mypy --strict src/awloss` reports nothing (issue 17 §2): the package ships `py.typed`, so its users'
     type checkers read these annotations. Configured in pyproject.toml's [tool.mypy]; mypy is in the test
-    extra. A cold run analyses torch (about 75 s on a quiet 2-core machine); `.mypy_cache` makes reruns ~10 s."""
+    extra. A cold run analyses torch and numpy (about 20 s of CPU; more wall time on a loaded machine); the
+    `.mypy_cache` it leaves makes a rerun a few seconds."""
     proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "src/awloss"], capture_output=True, text=True,
                           cwd=ROOT, timeout=1800)  # fmt: skip
     assert proc.returncode == 0, f"mypy --strict src/awloss failed:\n{proc.stdout}{proc.stderr}"
