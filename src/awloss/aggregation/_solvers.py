@@ -211,8 +211,10 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
     Gn = normalize_gramian(G)
     dt, dev = Gn.dtype, Gn.device
     one = torch.ones(T, dtype=dt, device=dev)
-    if c == 0 or T == 1:
+    if c == 0:
         return one / T, torch.ones((), dtype=torch.bool, device=dev)
+    if T == 1:  # w = 1: d = g + c‖g‖·g/‖g‖ = (1 + c)·g (any weight when g = 0)
+        return one * (1.0 + c), torch.ones((), dtype=torch.bool, device=dev)
     b = Gn @ one / T
     r2 = c * c * (b.sum() / T).clamp_min(0)  # r² = c²‖g₀‖², ‖g₀‖² = 1ᵀG1/T²
     A = Gn + reg * torch.eye(T, dtype=dt, device=dev)

@@ -106,8 +106,13 @@ class PBI(Weighting):
         r = r / r.norm().clamp_min(torch.finfo(dtype).tiny)
         d1 = f @ r
         perp = f - d1 * r
-        d2 = torch.sqrt(perp @ perp + _EPSILON)
-        self._set_weights(r + self.theta * perp.detach() / d2.detach())
+        # d2 = c·sqrt(‖perp/c‖² + ε/c²), c = max(1, max|perp|) (no gradient): ‖perp‖² cannot overflow (float32
+        # did at |L| > 1.8e19); c = 1 for small distances, where ε matters, so the objective is unchanged
+        c = perp.detach().abs().amax().clamp_min(1.0)
+        pc = perp / c
+        d2c = torch.sqrt(pc @ pc + _EPSILON / (c * c))
+        d2 = c * d2c
+        self._set_weights(r + self.theta * pc.detach() / d2c.detach())
         out: Tensor = d1 + self.theta * d2
         return out
 
