@@ -65,6 +65,7 @@ class NashMTL(GramianAggregator):
     name = "nash_mtl"
     aliases = ("nashmtl",)
     stateful = True
+    alpha: Tensor  # buffer (registered in __init__)
 
     def __init__(self, max_norm: float = 1.0, update_weights_every: int = 1, max_iter: int = 100) -> None:
         super().__init__()
