@@ -10,11 +10,11 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .._inputs import _split, as_loss_vector
-from ..aggregation._base import Aggregator
+from ..aggregation._base import Aggregator, GramianAggregator
 from ..distributed import is_distributed
 from ._reduce import reduce_loss_values
 
-METHODS = ("auto", "batched", "loop")
+METHODS = ("auto", "batched", "loop", "gramian")
 
 
 @dataclass
@@ -36,7 +36,13 @@ def check_arguments(aggregator: Any, method: str) -> None:
     if not isinstance(aggregator, Aggregator):
         raise TypeError(f"Argument `aggregator` must be an awloss Aggregator, got {type(aggregator).__name__}.")
     if method not in METHODS:
-        raise ValueError(f"Argument `method` must be 'auto', 'batched' or 'loop', got {method!r}.")
+        raise ValueError(f"Argument `method` must be 'auto', 'batched', 'loop' or 'gramian', got {method!r}.")
+    if method == "gramian" and not isinstance(aggregator, GramianAggregator):
+        raise ValueError(
+            f"Argument `method='gramian'` needs an aggregator whose weights depend on the Gramian G = JJᵀ only "
+            f"(a GramianAggregator: UPGrad, MGDA, PCGrad, ...); {type(aggregator).__name__} needs the Jacobian "
+            "itself: use method='loop', 'batched' or 'auto'."
+        )
 
 
 def gather_losses(losses: Any, aggregator: Aggregator, scaler: Any) -> Losses:
