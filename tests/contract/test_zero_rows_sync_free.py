@@ -19,7 +19,7 @@ from awloss.aggregation import GramianAggregator
 
 AGGREGATORS = awloss.available("aggregator")
 # Left out on the CPU only (a host read finds the rows), kept elsewhere: documented in their docstrings.
-DEVICE_DEPENDENT = {"cagrad"}
+DEVICE_DEPENDENT: set[str] = set()
 
 
 def jacobians(dtype, conflicts=(False, True)):
@@ -110,3 +110,15 @@ def test_mgda_with_an_absent_task_is_not_zero_on_any_device():
     for strict in (False, True):
         out, w = run(awloss.get("mgda"), J, strict)
         assert out.abs().sum() > 0 and w[2] == 0, (strict, out, w)
+
+
+def test_graddrop_with_a_per_task_leak_and_a_zero_row():
+    """Old main left the zero row out on the CPU, and then refused the per-task `leak` (3 values, 2 rows)."""
+    J = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+    J[1] = 0
+    leak = torch.tensor([0.1, 0.2, 0.3])
+    for strict in (False, True):
+        out, _ = run(awloss.get("graddrop", leak=leak), J, strict)
+        torch.manual_seed(0)
+        ref = awloss.get("graddrop", leak=leak[[0, 2]])(J[[0, 2]])
+        torch.testing.assert_close(out, ref)

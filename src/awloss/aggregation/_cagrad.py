@@ -50,10 +50,6 @@ class CAGrad(GramianAggregator):
         cvxpy/Clarabel; we follow the piecewise-linear solution path of the dual in torch (exact up to
         round-off, no host round trip). The official code's ``rescale`` default is kept. An uncertified
         solve falls back to the mean gradient's weights ``1/T`` (counted in ``solver_fallbacks``).
-        A zero row of the Jacobian (an absent task) is left out of the solve on the CPU only, where finding
-        it is a free host read; on accelerators and under ``torch.compile`` it is kept (it counts in ``g₀``
-        and in the simplex), so there the answer with an absent task is not the ``T - 1`` task one. Its
-        solver has no masked form yet (the other Gramian methods leave zero rows out on every device).
     """
 
     name = "cagrad"
@@ -63,9 +59,17 @@ class CAGrad(GramianAggregator):
         self.c = check_positive("c", c, strict=False)
         self.rescale = bool(rescale)
 
+    masked_rows = True
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
-        w, ok = cagrad_dual(gramian, self.c)
-        w = self._certified(w, ok, torch.full_like(w, 1.0 / w.shape[0]), "the CAGrad dual solver")
+        present = self._present()
+        w, ok = cagrad_dual(gramian, self.c, present=present)
+        if present is None:
+            safe = torch.full_like(w, 1.0 / w.shape[0])
+        else:  # the mean gradient of the non-zero rows
+            safe = present.to(w.dtype)
+            safe = safe / safe.sum().clamp_min(1.0)
+        w = self._certified(w, ok, safe, "the CAGrad dual solver")
         return w / (1.0 + self.c**2) if self.rescale else w
 
     def extra_repr(self) -> str:

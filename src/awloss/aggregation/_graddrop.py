@@ -46,12 +46,15 @@ class GradDrop(Aggregator):
 
     Note:
         Vectorised over tasks (no Python loop); ``U`` is drawn with one ``torch.rand`` call of the
-        coordinate count, like TorchJD, so both agree under the same seed.
+        coordinate count, like TorchJD, so both agree under the same seed. A zero row (an absent task)
+        adds nothing to any of its sums, so it is kept as it is (no host read to find it, and a per-task
+        ``leak`` keeps its length): the update is the one without that row.
     """
 
     name = "graddrop"
     permutation_equivariant = False
     weighted = False
+    zero_rows = "kept"  # a zero row adds 0 to the sign statistics and to the kept parts: no need to find it
     leak: Tensor  # buffer (registered in __init__)
 
     def __init__(self, leak: float | list[float] | tuple[float, ...] = 0.0) -> None:

@@ -236,7 +236,9 @@ def _min_norm_simplex_masked(Gn: Tensor, reg: float, present: Tensor) -> tuple[T
     return w, (ok[0] & (s > 0)) | none
 
 
-def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None = None) -> tuple[Tensor, Tensor]:
+def cagrad_dual(
+    G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None = None, present: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """CAGrad's weights: ``1/T + r·w/‖g_w‖`` with ``w = argmin_{w ∈ Δ} g_wᵀg₀ + r‖g_w‖``, ``r = c‖g₀‖``.
 
     Writing ``v = r·w/‖g_w‖ >= 0``, the KKT conditions are ``Gv + b = μ1 + λ``, ``λ >= 0``, ``λᵀv = 0``,
@@ -246,17 +248,23 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
     first three conditions define a parametric non-negative QP whose solution ``v(μ)`` is piecewise
     linear in ``μ`` with ``vᵀGv`` increasing, so following it from ``μ = min b`` (where ``v = 0``), one
     support change per step, reaches the exact root. Returns ``(weights, ok)``.
+
+    ``present`` (a boolean ``Tensor[T]``, the non-zero rows of ``G``) solves the problem of those ``m`` rows
+    with no host read: ``1/m`` and ``g₀`` over them, the supports never hold the others (weight 0).
     """
     T = G.shape[0]
     Gn = normalize_gramian(G)
     dt, dev = Gn.dtype, Gn.device
     one = torch.ones(T, dtype=dt, device=dev)
+    yes = torch.ones((), dtype=torch.bool, device=dev)
+    pm: Tensor = one if present is None else present.to(dt)  # the rows solved, and their number
+    m: Tensor | int = T if present is None else pm.sum().clamp_min(1.0)
     if c == 0:
-        return one / T, torch.ones((), dtype=torch.bool, device=dev)
+        return pm / m, yes
     if T == 1:  # w = 1: d = g + c‖g‖·g/‖g‖ = (1 + c)·g (any weight when g = 0)
-        return one * (1.0 + c), torch.ones((), dtype=torch.bool, device=dev)
-    b = Gn @ one / T
-    r2 = c * c * (b.sum() / T).clamp_min(0)  # r² = c²‖g₀‖², ‖g₀‖² = 1ᵀG1/T²
+        return pm * (1.0 + c), yes
+    b = Gn @ pm / m
+    r2 = c * c * (b.sum() / m).clamp_min(0)  # r² = c²‖g₀‖², ‖g₀‖² = 1ᵀG1/T²
     A = Gn + reg * torch.eye(T, dtype=dt, device=dev)
     early = _can_stop_early(Gn)
     rhs = torch.stack([one, b])
@@ -272,9 +280,10 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
 
     def kkt(v: Tensor, mu: Tensor) -> Tensor:
         lam = A @ v + b - mu
+        lam_ok = lam >= -tol if present is None else (lam >= -tol) | ~present
         return (
             (v >= -tol).all()
-            & (lam >= -tol).all()
+            & lam_ok.all()
             & torch.isfinite(v).all()
             # relative and absolute: r² -> 0 at a Pareto-stationary point (g₁ ≈ -g₂), where a purely
             # relative test rejected right answers (G is trace-normalised: 1e-10 is round-off)
@@ -282,22 +291,27 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
         )
 
     # fast path: primal-dual active set on the support (a few iterations; may cycle, so it is verified)
-    F = torch.ones(T, dtype=torch.bool, device=dev)
+    F = torch.ones(T, dtype=torch.bool, device=dev) if present is None else present
     for _ in range(8 if early else 2 + T.bit_length()):
         v, mu = on_support(F)
         lam = A @ v + b - mu
-        F_new = (F & (v > tol)) | (~F & (lam < -tol))
+        F_new = (F & (v > tol)) | (~F & (lam < -tol) if present is None else ~F & (lam < -tol) & present)
         if early and bool((F_new == F).all()):
             break
         F = F_new
     v, mu = on_support(F)
     fast_ok = kkt(v, mu)
     if early and bool(fast_ok):
-        return one / T + v.clamp_min(0.0), fast_ok
+        return pm / m + v.clamp_min(0.0), fast_ok
     # robust path: follow the piecewise-linear path v(μ) from μ = min b, one support change per step
-    v_h, ok_h = _cagrad_homotopy(A, b, r2, on_support, kkt, max_iter, early)
+    v_h, ok_h = _cagrad_homotopy(A, b, r2, on_support, kkt, max_iter, early, present)
     v = torch.where(fast_ok, v, v_h)
-    return one / T + v.clamp_min(0.0), fast_ok | ok_h
+    w, ok = pm / m + v.clamp_min(0.0), fast_ok | ok_h
+    if present is not None:  # one row: (1 + c)·g as for T = 1; none: 0
+        w = torch.where(pm.sum() == 1, pm * (1.0 + c), w)
+        ok = ok | (pm.sum() <= 1)
+        w = torch.where(pm.sum() == 0, torch.zeros_like(w), w)
+    return w, ok
 
 
 def _cagrad_homotopy(
@@ -308,12 +322,14 @@ def _cagrad_homotopy(
     kkt: Callable[[Tensor, Tensor], Tensor],
     max_iter: int | None,
     early: bool,
+    present: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     T, dt, dev = b.shape[0], b.dtype, b.device
     one = torch.ones(T, dtype=dt, device=dev)
     inf = torch.full((), float("inf"), dtype=dt, device=dev)
-    k = b.argmin()
-    mu = b.min()  # b[k] with a tensor index reads k on the host
+    b_min = b if present is None else torch.where(present, b, inf)  # start on a row solved
+    k = b_min.argmin()
+    mu = b_min.min()  # b[k] with a tensor index reads k on the host
     F = k == torch.arange(T, device=dev)  # not one_hot: it reads k on the host
     done = torch.zeros((), dtype=torch.bool, device=dev)
     mu_star = mu
@@ -326,7 +342,8 @@ def _cagrad_homotopy(
         root = (a1 + (a1 * a1 - a2 * a0).clamp_min(0.0).sqrt()) / a2
         s, t = A @ p - one, A @ q - b  # off the support, λ(μ) = μ·s − t
         leave = torch.where(F & (p < 0), q / torch.where(p < 0, p, -one), inf)  # v_i(μ) = 0
-        join = torch.where(~F & (s < 0), t / torch.where(s < 0, s, -one), inf)  # λ_j(μ) = 0
+        joins = ~F & (s < 0) if present is None else ~F & (s < 0) & present
+        join = torch.where(joins, t / torch.where(s < 0, s, -one), inf)  # λ_j(μ) = 0
         leave = torch.where(leave > mu - eps, leave, inf)
         join = torch.where(join > mu - eps, join, inf)
         cand = torch.cat([leave, join])
