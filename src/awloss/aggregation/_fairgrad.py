@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -20,7 +22,9 @@ def alpha_fair_weights(G: Tensor, alpha: float, *, reg: float = 1e-9, max_iter: 
     solved for ``G/s`` (``s`` = mean of the diagonal, plus a ridge ``reg·I`` that keeps ``f`` bounded when
     gradients cancel) and rescaled by ``s^{-1/(1+p)}``. Newton steps are damped by a tensor-only line
     search (the best of ``t = 1, ½, …, 2⁻¹⁵`` inside ``w > 0``), so the loop needs no host read. Returns
-    ``(w, ok)``.
+    ``(w, ok)``: ``ok`` is false when Newton did not converge, or when the ridge carries the answer
+    (``reg·wᵢ > ½ wᵢ^{-p}``, so ``(Gw)ᵢ < ½ wᵢ^{-p}``: the unregularised equation has no positive solution,
+    the gradients are weakly Pareto-stationary, and the ridge answer can conflict with a task).
     """
     T, dt, dev = G.shape[0], work_dtype(G), G.device
     p = 1.0 / alpha
@@ -32,7 +36,7 @@ def alpha_fair_weights(G: Tensor, alpha: float, *, reg: float = 1e-9, max_iter: 
     s = torch.where(s > 0, s, torch.ones_like(s))
     eye = torch.eye(T, dtype=dt, device=dev)
     A = Gw / s * (pf[:, None] * pf[None, :]) + torch.diag(1.0 - pf) + reg * eye  # absent rows: w_i = 1, dropped
-    h = (lambda w: w.log()) if p == 1.0 else (lambda w: w.pow(1.0 - p) / (1.0 - p))
+    h: Callable[[Tensor], Tensor] = (lambda w: w.log()) if p == 1.0 else (lambda w: w.pow(1.0 - p) / (1.0 - p))
 
     def f(w: Tensor) -> Tensor:  # w [..., T]
         return 0.5 * ((w @ A) * w).sum(-1) - h(w).sum(-1)
@@ -56,7 +60,9 @@ def alpha_fair_weights(G: Tensor, alpha: float, *, reg: float = 1e-9, max_iter: 
         res = (A @ w - w.pow(-p)).abs().max() / w.pow(-p).abs().max()
         if early and bool(res < 1e-13):
             break
-    ok = (res < 1e-6) & torch.isfinite(w).all() & (w > 0).all()
+    # certified only where the ridge is negligible: (G/s)w = w^(-p) - reg·w >= ½ w^(-p) > 0 on every task
+    ridge_small = (reg * w * w.pow(p) <= 0.5).all()
+    ok = (res < 1e-6) & torch.isfinite(w).all() & (w > 0).all() & ridge_small
     w = w * s.pow(-1.0 / (1.0 + p))
     return torch.where(present, w, torch.zeros_like(w)), ok
 
@@ -78,7 +84,10 @@ class FairGrad(GramianAggregator):
         - :math:`G = JJ^\top`; the update scales as :math:`c^{(1-\alpha)/(1+\alpha)}` when the gradients are
           multiplied by :math:`c` (scale invariant at :math:`\alpha = 1`);
         - a task with an all-zero gradient (absent) gets weight 0 and the others are solved without it;
-        - :math:`\alpha = 0` is the uniform weighting :math:`w = 1/T`, as in TorchJD.
+        - :math:`\alpha = 0` is the uniform weighting :math:`w = 1/T`, as in TorchJD;
+        - when :math:`0` is in the convex hull of the gradients (weakly Pareto-stationary: exactly opposite
+          tasks, :math:`T >` rank), the equation has no positive solution and every direction leaves a task
+          with :math:`g_i^\top d \le 0`; the update is then :math:`0` (MGDA's answer there, conflict-free).
 
     Args:
         alpha: the fairness parameter :math:`\alpha \ge 0`; default ``1.0`` (the official code's default;
@@ -101,15 +110,17 @@ class FairGrad(GramianAggregator):
     Note:
         TorchJD and the official code solve the equation with scipy's ``least_squares`` on the CPU (bounded
         at ``w >= 0``, stopped at its default tolerances); we run damped Newton in torch on the device, to a
-        residual below ``1e-6`` (``SolverError`` otherwise), so the weights agree with TorchJD's to about its
-        tolerance. A ridge of ``1e-9·mean diag(G)`` keeps the problem solvable when gradients cancel
-        (TorchJD's solver then stops wherever it is). The official code clips the update to norm 1
+        residual below ``1e-6``, so the weights agree with TorchJD's to about its tolerance. A ridge of
+        ``1e-9·mean diag(G)`` keeps the iteration bounded when gradients cancel; where that ridge carries
+        the answer (no positive solution, see above) or Newton does not converge, the weights are 0 (counted
+        in ``solver_fallbacks``, warned once). TorchJD's solver then stops wherever it is: on ``[v, -2v,
+        v/2]`` its update conflicts with a task by ``1.6e-4·‖v‖²`` (ours is 0). The official code clips the update to norm 1
         (``max_norm``); as TorchJD, we do not: clip the gradients yourself if you want it.
     """
 
     name = "fairgrad"
     aliases = ("fair_grad",)
-    conflict_free = True  # g_iᵀd = (Gw)_i = w_i^{-1/α} > 0 (up to the ridge)
+    conflict_free = True  # g_iᵀd = (Gw)_i >= ½ w_i^{-1/α} > 0 where certified, else d = 0
 
     def __init__(self, alpha: float = 1.0, max_iters: int | None = None) -> None:
         super().__init__()
@@ -121,8 +132,7 @@ class FairGrad(GramianAggregator):
         if self.alpha == 0:
             return torch.full((T,), 1.0 / T, dtype=gramian.dtype, device=gramian.device)
         w, ok = alpha_fair_weights(gramian, self.alpha, max_iter=self.max_iters or 100)
-        self._expect(ok, "the α-fair solver did not converge (Gw = w^(-1/α) has no positive solution?).")
-        return w
+        return self._certified(w, ok, torch.zeros_like(w), "the α-fair solver (Gw = w^(-1/α))")
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, max_iters={self.max_iters}"

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from .._registry import register
 from . import _awl_seed as _seed
-from ._uncertainty import UncertaintyWeighting
+from ._awl_kernel import SeedObjective
+from ._uncertainty import _FACTORS, UncertaintyWeighting
 
 __all__ = ["AutomaticWeightedLoss"]
 
@@ -69,6 +70,12 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
         with it no longer fits); σ = 0 in a checkpoint is refused. If the losses are on another device than
         the module, the objective is computed on the losses' device and the parameters stay where they are,
         as in the seed (warned once: moving the module is faster); other methods raise instead.
+        ``parameterization="sigma"`` runs the seed's objective as one autograd node that rounds exactly as
+        the seed's per-task loop does, forward and backward (its sum too: left to right, not
+        ``torch.sum``'s pairs), so it cannot fuse the seed's ops: a call with its backward costs 22 ops
+        more than ``torch.stack(losses).sum()`` at T = 10 on the CPU and 29 elsewhere (the sum is then
+        T - 1 adds), against 12 in the default parameterization; with ``mask_zero_losses=True`` or σ on
+        another device than the losses it runs the seed's loop (about 30 ops per task).
     """
 
     name = "awl"
@@ -101,10 +108,10 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             del self.log_var
             self.params = nn.Parameter(torch.exp(0.5 * self.init))
 
-    @property  # type: ignore[override]
+    @property
     def params(self) -> Tensor:
         """σ per task. The learned parameter in sigma mode; a detached, read-only σ otherwise (for logging)."""
-        p = self.__dict__["_parameters"].get("params")
+        p: Tensor | None = self.__dict__["_parameters"].get("params")
         if p is not None:
             return p
         if self.parameterization == "sigma":
@@ -199,7 +206,21 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
         return self._seed_forward(losses)
 
     def _seed_forward(self, losses: Tensor) -> Tensor:
-        total, weights = _seed.seed_objective(self.params, losses, self.task_types, self.mask_zero_losses)
+        p, k = self.params, losses.shape[0]
+        if self.mask_zero_losses or p.device != losses.device or torch.compiler.is_compiling():
+            # not the seed, σ elsewhere, or compiled (the compiler fuses the ops anyway): the seed's loop
+            total, weights = _seed.seed_objective(p, losses, self.task_types, self.mask_zero_losses)
+        else:  # one fused node, the seed's values and gradients bit for bit (see _awl_kernel)
+            types = self.task_types[:k]
+            num = _FACTORS[types[0]] if len(set(types)) == 1 else self.factor[:k]
+            index = None
+            if losses.device.type == "cpu":
+                index = self.__dict__.get("_seed_index")
+                if index is None or index.shape[0] != k:
+                    index = self.__dict__["_seed_index"] = torch.zeros(k, dtype=torch.long)
+            sigma = p if k == p.shape[0] else p[:k]
+            # (torch leaves Function.apply unannotated)
+            total, weights = SeedObjective.apply(sigma, losses, num, index)  # type: ignore[no-untyped-call]
         self._set_weights(weights)
         return total
 

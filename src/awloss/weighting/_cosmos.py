@@ -80,6 +80,7 @@ class COSMOS(Weighting):
     name = "cosmos"
     permutation_equivariant = False  # each position has its own preference
     signed_weights = True  # ∂L/∂L_i < 0 for a task past its share of the preference (the method's intent)
+    preference: Tensor  # buffer (registered in __init__)
 
     def __init__(self, lambda_: float = 1.0, weights: Sequence[float] | Tensor | None = None, *,
                  task_names: Sequence[str] | None = None) -> None:
@@ -103,12 +104,16 @@ class COSMOS(Weighting):
             idx = torch.tensor(absent, dtype=torch.long, device=L.device)
             L, r = L.index_fill(0, idx, 0.0), r.index_fill(0, idx, 0.0)
         dot = r @ L
-        cos = F.cosine_similarity(r, L, dim=0, eps=_EPS)
+        # cos is scale invariant: computed on L/c, c = max(1, max|L|) (no gradient), ‖L‖² cannot overflow
+        # (float32 did at |L| > 1.8e19); c = 1 below 1, where torch's eps floor applies, so it is unchanged
+        c = L.detach().abs().amax().clamp_min(1.0)
+        Lc = L / c
+        cos = F.cosine_similarity(r, Lc, dim=0, eps=_EPS)
         with torch.no_grad():  # d cos / dL as torch differentiates it: each norm floored at eps in value only
-            rhat, raw = r / r.norm().clamp_min(_EPS), L.norm()
+            rhat, raw = r / r.norm().clamp_min(_EPS), Lc.norm()
             nl = raw.clamp_min(_EPS)
             inv = torch.where(raw > 0, 1.0 / torch.where(raw > 0, raw, 1.0), 0.0)
-            dcos = rhat / nl - (rhat @ L) * L * inv / nl**2
+            dcos = (rhat / nl - (rhat @ Lc) * Lc * inv / nl**2) / c  # d cos(r, L/c) / dL
             self._set_weights(r - self.lambda_ * dcos)
         return dot - self.lambda_ * cos
 
