@@ -67,6 +67,23 @@ class Cross(nn.Module):
         return self.up(h.transpose(1, 2)).mean(2)
 
 
+class Added(nn.Module):
+    """Parameters added with broadcasting: a positional table ``[1, S, d]``, a per-channel offset ``[C, 1, 1]``;
+    and ``x @ W`` with ``W[d_in, d_out]`` (no transpose) and a plain ``addmm``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, 4, 3))
+        self.offset = nn.Parameter(torch.randn(3, 1, 1))
+        self.w = nn.Parameter(torch.randn(12, 5))
+        self.b = nn.Parameter(torch.randn(5))
+
+    def forward(self, x):
+        h = (x + self.pos).unsqueeze(-1).transpose(1, 2) + self.offset  # [B, 3, 4, 1]
+        h = torch.tanh(h.flatten(1))
+        return torch.tanh(torch.addmm(self.b, h, self.w, beta=0.5, alpha=2.0) + h @ self.w)
+
+
 def mlp():
     return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 6, bias=False), nn.Tanh()), torch.randn(7, 5), 6
 
@@ -92,6 +109,7 @@ ARCHS = {
     "lstm_fallback": lambda: (Twice(lstm=True), torch.randn(3, 4, 5), 6),
     "linear_used_twice": lambda: (Twice(), torch.randn(7, 5), 6),
     "cross_attention_sparse": lambda: (Cross(), torch.randint(0, 9, (3, 5)), 3),
+    "broadcast_and_matmul": lambda: (Added(), torch.randn(6, 4, 3), 5),
 }
 
 
@@ -216,7 +234,9 @@ def test_auto_chooses_the_gramian_engine_over_the_memory_budget_only(monkeypatch
     assert chosen("grad_sum", n_bytes - 1) == "summed"  # one backward of ΣLᵢ is cheaper still
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn_batchnorm", "transformer_batch_first", "transformer_seq_first"])
+@pytest.mark.parametrize(
+    "arch", ["mlp", "cnn_batchnorm", "transformer_batch_first", "transformer_seq_first", "broadcast_and_matmul"]
+)
 def test_these_architectures_need_no_fallback(arch, monkeypatch, rules):
     """Every shared parameter of these models has a rule (no per-parameter Jacobian block is formed)."""
     from awloss._backward import _gram as _gramian
