@@ -134,8 +134,9 @@ def assert_same(a, b, dtype):
     wb, gb = b
     tol = TOL[dtype]
     torch.testing.assert_close(wb, wa, rtol=tol, atol=tol * wa.abs().max())
-    scale = max(g.to_dense().abs().max() for g in ga if g is not None)  # a gradient that is 0 by symmetry (a bias before
-    for x, y in zip(ga, gb):  # BatchNorm) is compared at the scale of the others, not at its own round-off
+    # a gradient that is 0 by symmetry (a bias before BatchNorm) is compared at the others' scale, not its round-off
+    scale = max(g.to_dense().abs().max() for g in ga if g is not None)
+    for x, y in zip(ga, gb):
         assert (x is None) == (y is None)
         if x is not None:
             torch.testing.assert_close(y.to_dense(), x.to_dense(), rtol=tol, atol=tol * scale)
@@ -161,8 +162,8 @@ def test_the_gramian_engine_equals_the_jacobian_path(arch, dtype, route, request
 
 @pytest.mark.parametrize("name", GRAMIAN)
 def test_every_gramian_aggregator_gets_the_same_weights_and_grad(name, rules):
-    assert_same(step("cnn_batchnorm", "loop", torch.float64, name), step("cnn_batchnorm", "gramian", torch.float64, name),
-                torch.float64)
+    ref = step("cnn_batchnorm", "loop", torch.float64, name)
+    assert_same(ref, step("cnn_batchnorm", "gramian", torch.float64, name), torch.float64)
 
 
 @pytest.mark.parametrize("case", [{"T": 1}, {"absent": (1,)}, {"zero": (0,)}, {"T": 4, "absent": (3,), "zero": (1,)}])

@@ -62,9 +62,9 @@ def _rows_gramian(a: Tensor, d: Tensor) -> Tensor:
     T, N, o = d.shape
     i = a.shape[1]
     a = a.to(d.dtype)
-    if _identity_cheaper(T, N, i, o):
-        kd = torch.matmul(a @ a.T, d)  # [T, N, o]
-        return d.reshape(T, -1) @ kd.reshape(T, -1).T
+    if _identity_cheaper(T, N, i, o):  # G[:, t] = <d_s, K d_t>, one task at a time (no [T, N, o] temporary)
+        K, flat = a @ a.T, d.reshape(T, -1)
+        return torch.stack([flat @ (K @ d[t]).reshape(-1) for t in range(T)], dim=1)
     step = max(1, CHUNK_BYTES // max(1, T * i * d.element_size()))
     G = d.new_zeros(T, T)
     for c in range(0, o, step):
@@ -111,9 +111,9 @@ class GramianEngine(Engine):
             uses = [use_of(n, s, p, consumers) for n, s in consumers.get(acc, ())]
             if not uses or any(u is None for u in uses):
                 self.fallback.append(p)
-            elif _direct(p, uses, T) and held + T * p.numel() * p.element_size() <= DIRECT_BYTES:  # type: ignore[arg-type]
+            elif _direct(p, uses, T) and held + T * p.nbytes <= DIRECT_BYTES:  # type: ignore[arg-type]
                 direct.append(p)
-                held += T * p.numel() * p.element_size()
+                held += T * p.nbytes
             else:
                 self.covered.append((p, uses))  # type: ignore[arg-type]
         self.blocked = self.fallback + direct
@@ -152,8 +152,9 @@ class GramianEngine(Engine):
                 if not uses:
                     continue
             if all(u.rows is not None and u.transposed == uses[0].transposed for u in uses):
-                a = torch.cat([u.rows for u in uses])  # a parameter used twice: its rows side by side
-                d = torch.cat([(d * u.alpha).reshape(T, u.rows.shape[0], -1) for u, d in zip(uses, ds)], dim=1)
+                rows = [(d if u.alpha == 1 else d * u.alpha).reshape(T, u.rows.shape[0], -1) for u, d in zip(uses, ds)]
+                a = uses[0].rows if len(uses) == 1 else torch.cat([u.rows for u in uses])  # used twice: side by side
+                d = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
                 G = G + _rows_gramian(a, d).to(G.dtype)
                 continue
             if len(uses) == 1 and uses[0].block is not None:
@@ -173,7 +174,7 @@ class GramianEngine(Engine):
         for p, uses in self.covered:
             gs = [u.grad(dw[u.node])[0] for u in uses if dw[u.node] is not None]
             if gs:
-                accumulate(p, sum(gs))  # type: ignore[arg-type]
+                accumulate(p, gs[0] if len(gs) == 1 else sum(gs))  # type: ignore[arg-type]
         for p, J in zip(self.blocked, self.blocks):
             if J is not None:
                 accumulate(p, torch.tensordot(w.to(J.dtype), J, dims=1))
