@@ -21,6 +21,7 @@ from torch.autograd.graph import GradientEdge
 
 from ._engine import Engine, Jacobian, accumulate, guarded, missing_params
 from ._gather import Losses
+from ._loop import _ENGINE
 from ._sites import Use, use_of
 
 CHUNK_BYTES = 32 * 2**20  # the largest per-layer block J_p (or a chunk of its rows) built at once
@@ -118,20 +119,19 @@ class GramianEngine(Engine):
                 self.covered.append((p, uses))  # type: ignore[arg-type]
         self.blocked = self.fallback + direct
         nodes = list(dict.fromkeys(u.node for _, uses in self.covered for u in uses))
-        inputs: list[Any] = [GradientEdge(n, 0) for n in nodes] + self.blocked + self.heads
-        k_heads = len(nodes) + len(self.blocked)
-        cols: list[Tensor | None] = [None] * k_heads
-        self.head_grads: list[Tensor | None] = [None] * len(self.heads)
+        inputs: list[Any] = [GradientEdge(n, 0) for n in nodes] + self.blocked
+        cols: list[Tensor | None] = [None] * len(inputs)
         for t, x in enumerate(items):  # each task's gradients copied into [T, ...] buffers as they come
-            gs = guarded(self._grads, x, inputs, retain_graph or t < T - 1)
-            for k, g in enumerate(gs[:k_heads]):
+            gs = guarded(self._grads, x, inputs, retain_graph or t < T - 1 or bool(self.heads))
+            for k, g in enumerate(gs):
                 if g is not None:
                     if cols[k] is None:
                         cols[k] = torch.zeros((T, *g.shape), dtype=g.dtype, device=g.device)
                     cols[k][t].copy_(g.to_dense() if g.layout != torch.strided else g)  # type: ignore[index]
-            for k, g in enumerate(gs[k_heads:]):
-                if g is not None:
-                    self.head_grads[k] = g if self.head_grads[k] is None else self.head_grads[k] + g
+        self.head_grads: list[Tensor | None] = []
+        if self.heads:  # ∇ΣLᵢ of the heads: one pass that stops at them (not T passes asking for every head)
+            total = torch.stack(items).sum()
+            self.head_grads = list(guarded(self._grads, total, self.heads, retain_graph))
         self.delta = dict(zip(nodes, cols[: len(nodes)]))
         self.blocks = cols[len(nodes) :]
         if not self.covered and all(b is None for b in self.blocks):
@@ -140,7 +140,10 @@ class GramianEngine(Engine):
 
     @staticmethod
     def _grads(loss: Tensor, inputs: list[Any], retain: bool) -> tuple[Tensor | None, ...]:
-        return torch.autograd.grad(loss, inputs, retain_graph=retain, allow_unused=True)
+        if _ENGINE is None or type(loss) is not Tensor or torch.compiler.is_compiling():
+            return torch.autograd.grad(loss, inputs, retain_graph=retain, allow_unused=True)
+        # torch.autograd.grad minus its per-call Python checks, as the loop engine does
+        return _ENGINE.run_backward((loss,), (torch.ones_like(loss),), retain, False, tuple(inputs), True, False)
 
     def _gramian(self, T: int, like: Tensor) -> Tensor:
         G = like.new_zeros(T, T)
