@@ -12,13 +12,27 @@ of the mean step time.
 * ``ours_rep``: the same through the shared representation (MGDA-UB style, ``representation=features``);
 * ``torchjd``: ``mtl_backward(losses, features=f)`` then ``jac_to_grad(trunk.parameters(), A)``.
 
+``--workloads mlp cnn transformer`` compares the engines instead (Gramian aggregators), per workload:
+``sum``, ``floor``, ``ours`` (the loop engine), ``ours_gram`` (``method="gramian"``: no Jacobian),
+``torchjd`` (autojac) and ``torchjd_gram`` (TorchJD's autogram ``Engine`` on the trunk: its Gramian, the
+weighting, ``losses.backward(w)``; its modules hooked before the forward, on a copy of the model).
+``--memory`` measures the peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of one
+step per variant, each in its own process, on a 10.5M-parameter MLP trunk at T = 32 (``--memory-tasks``).
+
     python benchmarks/aggregators.py [--tasks 2 10 32] [--methods upgrad mgda] [--rounds 5] [--steps 10]
+    python benchmarks/aggregators.py --workloads mlp cnn transformer --tasks 10 --methods upgrad mgda
+    python benchmarks/aggregators.py --memory
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 
@@ -69,6 +83,168 @@ def build(T: int, width: int, batch: int, seed: int = 0):
         return f, [((h(f) - y[t]) ** 2).mean() for t, h in enumerate(heads)]
 
     return trunk, heads, forward
+
+
+class Tokens(nn.Module):
+    """The transformer workload's trunk: embedding -> 2-layer TransformerEncoder -> mean over the sequence."""
+
+    def __init__(self, vocab: int = 1000, d: int = 128) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        layer = nn.TransformerEncoderLayer(d, 4, 2 * d, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    def forward(self, x):
+        return self.enc(self.emb(x)).mean(1)
+
+
+def workload(kind: str, T: int, seed: int = 0):
+    """``mlp`` (64-256-256, batch 64), ``cnn`` (3 conv-BN-ReLU blocks, 32x32x3 images, batch 32), ``transformer``
+    (d = 128, 2 layers, 16 sequences of 32 tokens) or ``big`` (MLP 1024-2048-2048-2048, 10.5M parameters, batch 64)."""
+    torch.manual_seed(seed)
+    if kind == "mlp":
+        return build(T, 256, 64, seed)
+    if kind == "cnn":
+        trunk = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2), nn.BatchNorm2d(64), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        x, width = torch.randn(32, 3, 32, 32), 64
+    elif kind == "transformer":
+        trunk, x, width = Tokens(), torch.randint(0, 1000, (16, 32)), 128
+    else:
+        layers = [nn.Linear(1024, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU()]
+        trunk, x, width = nn.Sequential(*layers), torch.randn(64, 1024), 2048
+    heads = nn.ModuleList([nn.Linear(width, 1) for _ in range(T)])
+    y = torch.randn(T, x.shape[0], 1)
+    params = [*trunk.parameters(), *heads.parameters()]
+
+    def forward():
+        for p in params:
+            p.grad = None
+        f = trunk(x)
+        return f, [((h(f) - y[t]) ** 2).mean() for t, h in enumerate(heads)]
+
+    return trunk, heads, forward
+
+
+def engine_cases(name: str, T: int, kind: str, tja, only: str | None = None) -> dict:
+    """The engines side by side on one workload (``only``: build just that variant, for ``--memory``)."""
+    out = {}
+
+    def want(k: str) -> bool:
+        return only is None or only == k
+
+    trunk, heads, forward = workload(kind, T)
+    shared = list(trunk.parameters())
+    per_task = [shared + list(h.parameters()) for h in heads]
+    agg = {k: awloss.get_class(name)._make_example(T) for k in ("ours", "ours_gram")}
+    if want("sum"):
+        out["sum"] = lambda: torch.stack(forward()[1]).sum().backward()
+    if want("floor"):
+        def floor_step():
+            _, losses = forward()
+            for t in range(T):
+                torch.autograd.grad(losses[t], per_task[t], retain_graph=t < T - 1)
+        out["floor"] = floor_step
+    if want("ours"):
+        out["ours"] = lambda: awloss.backward(forward()[1], shared, agg["ours"], method="loop")
+    if want("ours_gram"):
+        out["ours_gram"] = lambda: awloss.backward(forward()[1], shared, agg["ours_gram"], method="gramian")
+    ref = TORCHJD[name](T, tja) if tja is not None and name in TORCHJD else None
+    if ref is not None and want("torchjd"):
+        from torchjd.autojac import jac_to_grad, mtl_backward
+
+        def torchjd_step():
+            f, losses = forward()
+            mtl_backward(losses, features=f)
+            jac_to_grad(shared, ref)
+        out["torchjd"] = torchjd_step
+    weighting = getattr(ref, "gramian_weighting", None)
+    if weighting is not None and want("torchjd_gram"):
+        try:
+            from torchjd.autogram import Engine
+        except ImportError:  # torchjd without autogram
+            return out
+        trunk2, _, forward2 = workload(kind, T)  # hooked by autogram: its own copy of the model
+        engine = Engine(trunk2, batch_dim=None)
+
+        def autogram_step():
+            L = torch.stack(forward2()[1])
+            L.backward(weighting(engine.compute_gramian(L)))
+        out["torchjd_gram"] = autogram_step
+    return out
+
+
+def engines_main(args, tja) -> list[dict]:
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    names = args.methods or ["upgrad", "mgda"]
+    print(f"torch {torch.__version__}, {args.threads} thread(s), medians of {args.rounds} rounds x {args.steps} steps, "
+          f"{args.clock} clock, load average {os.getloadavg()[0]:.1f} at start")
+    cols = ["sum", "floor", "ours", "ours_gram", "torchjd", "torchjd_gram"]
+    print(f"{'workload':<12}{'method':<8}{'T':>3}" + "".join(f"{c + ' ms':>16}" for c in cols)
+          + f"{'gram/floor':>11}{'jd/gram':>9}{'jdgram/gram':>12}{'load':>6}")
+    rows = []
+    for kind in args.workloads:
+        for T in args.tasks:
+            for name in names:
+                fns = engine_cases(name, T, kind, tja)
+                for k in list(fns):
+                    try:
+                        fns[k]()  # warm-up
+                    except Exception as e:  # noqa: BLE001 - a variant that cannot run this model: its column stays "-"
+                        print(f"# {kind} {name} T={T}: {k} failed: {type(e).__name__}: {str(e)[:120]}")
+                        del fns[k]
+                times: dict[str, list[float]] = {k: [] for k in fns}
+                for _ in range(args.rounds):
+                    for k, fn in fns.items():
+                        times[k].append(time_case(fn, args.steps, clock))
+                med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+                load = os.getloadavg()[0]
+                row = {"workload": kind, "method": name, "tasks": T, "load": load, **{f"{k}_ms": v for k, v in med.items()}}
+                rows.append(row)
+                ratio = lambda a, b: f"{med[a] / med[b]:.2f}" if a in med and b in med else "-"  # noqa: E731
+                print(f"{kind:<12}{name:<8}{T:>3}" + "".join(f"{med[c]:>16.2f}" if c in med else f"{'-':>16}" for c in cols)
+                      + f"{ratio('ours_gram', 'floor'):>11}{ratio('torchjd', 'ours_gram'):>9}"
+                      f"{ratio('torchjd_gram', 'ours_gram'):>12}{load:>6.1f}", flush=True)
+    return rows
+
+
+def _memory_child(variant: str, T: int, name: str) -> None:
+    """One variant in this process: build, one warm-up step, then the peak RSS of a second step (MiB)."""
+    import torchjd.aggregation as tja
+
+    warnings.filterwarnings("ignore")
+    fn = engine_cases(name, T, "big", tja, only=variant)[variant]
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    fn()
+    fn()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"variant": variant, "peak_mib": peak, "before_step_mib": base}))
+
+
+def memory_main(args) -> list[dict]:
+    T, name = args.memory_tasks, (args.methods or ["upgrad"])[0]
+    n = sum(p.numel() for p in workload("big", 1)[0].parameters())
+    print(f"peak RSS (ru_maxrss) of two steps, one process per variant; MLP 1024-2048-2048-2048 trunk "
+          f"({n / 1e6:.1f}M parameters), batch 64, T = {T}, {name}; load average {os.getloadavg()[0]:.1f}")
+    rows = []
+    for variant in ["sum", "floor", "ours", "ours_gram", "torchjd", "torchjd_gram"]:
+        cmd = [sys.executable, __file__, "--memory-child", variant, "--memory-tasks", str(T), "--methods", name]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0 or not res.stdout.strip():
+            print(f"{variant:<14} failed: {res.stderr.strip().splitlines()[-1:] }")
+            continue
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    base = next((r for r in rows if r["variant"] == "sum"), None)
+    print(f"{'variant':<14}{'peak MiB':>10}{'before MiB':>12}{'step MiB':>10}{'peak/sum':>10}{'step/sum':>10}")
+    for r in rows:
+        step = r["peak_mib"] - r["before_step_mib"]
+        rel = (f"{r['peak_mib'] / base['peak_mib']:>10.2f}"
+               f"{step / max(1e-9, base['peak_mib'] - base['before_step_mib']):>10.2f}") if base else ""
+        print(f"{r['variant']:<14}{r['peak_mib']:>10.0f}{r['before_step_mib']:>12.0f}{step:>10.0f}{rel}")
+    return rows
 
 
 def cases(name: str, T: int, width: int, batch: int, tja) -> dict:
@@ -130,14 +306,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--no-torchjd", action="store_true", help="skip the TorchJD column")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall (perf_counter) or this process's CPU time (steadier on a loaded machine)")
+    parser.add_argument("--workloads", nargs="+", choices=["mlp", "cnn", "transformer", "big"], default=None,
+                        help="compare the engines (loop, gramian, TorchJD autojac/autogram) on these workloads")
+    parser.add_argument("--memory", action="store_true", help="peak memory per variant, one process each")
+    parser.add_argument("--memory-tasks", type=int, default=32)
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.memory_child:
+        _memory_child(args.memory_child, args.memory_tasks, (args.methods or ["upgrad"])[0])
+        return []
+    if args.memory:
+        return memory_main(args)
     tja = None
     if not args.no_torchjd:
         try:
             import torchjd.aggregation as tja
         except ImportError:
             print("torchjd not installed (pip install 'awloss[test]'): TorchJD column skipped")
+    if args.workloads:
+        return engines_main(args, tja)
     methods = args.methods or awloss.available("aggregator")
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(f"torch {torch.__version__}, {args.threads} thread(s), MLP 64-{args.width}-{args.width} + T x Linear"

@@ -13,7 +13,15 @@ So every rank computes the same weights, the same gradients for the weighting's 
 same state updates (bit-identical: an all-reduce hands every rank the same bits), and DDP's averaging of
 the model gradients gives ``mean_r Σ_i w_i ∇L_i^{(r)} = Σ_i w_i ∇ mean_r L_i^{(r)}``: the update a single
 process would make on the concatenated batch (equal-sized shards, mean-reduced losses). The cost is one
-all-reduce of ``T`` numbers per step.
+all-reduce of ``3 + 2T`` numbers per step (a header, the values, and which tasks each rank was given).
+
+A task given as ``None`` on some ranks only (its labels missing from their shards) is averaged over the
+``c_i`` ranks where it is present, and its local gradient path is scaled by ``W / c_i``, so that DDP's mean
+over the ``W`` ranks of the model gradients is again the single process's ``w_i ∇ mean_{r present} L_i^{(r)}``
+(one process given the present ranks' data); a task ``None`` on every rank is absent (left out, weight 0).
+The presence travels in the same all-reduce (``T`` numbers): no extra collective. ``awloss.backward`` does
+the same for its loss values and per-task gradients: the row of a task absent on some ranks is the mean
+over the ranks where it is present (and so are its contributions to the heads' gradients).
 
 Nothing to do in user code: a weighting syncs automatically (``weighting.sync = "auto"``, the default)
 whenever ``torch.distributed`` is initialised with a world size above 1 and the call is a training call
@@ -39,14 +47,20 @@ parameter shapes) and every rank reads the same verdict. So
 * ``update()`` is a collective like the call: a rank that calls it alone (``if rank == 0: famo.update(...)``)
   meets the other rank's next call and both raise :class:`RankMismatchError` (if the other rank's next
   collective is not awloss's — DDP's buffer broadcast, say — the ranks wait for the group's ``timeout``);
-* in ``awloss.backward`` a task ``None`` on one rank only, or a shared parameter that one rank's losses do
-  not reach, is zero-filled so every rank reduces the same layout (:func:`reduce_jacobian`); the
+* in ``awloss.backward`` a task ``None`` on one rank only (its row averaged over the ranks where it is present,
+  see above), or a shared parameter that one rank's losses do not reach (its block zero-filled there), keeps
+  the same layout on every rank (:func:`reduce_jacobian`); the
   task-specific parameters are taken from each rank's graph unless ``task_params`` is given, so pass it
   when tasks can be absent on some ranks (else :class:`RankMismatchError` says so on every rank); a dict
   in another key order raises.
 
-Cost: the header adds 3 numbers to the weighting's all-reduce and one host read of the result per call;
-``awloss.backward`` adds two 3-number collectives and one host read of the used-parameter flags.
+Cost per step, measured (2 gloo ranks, T = 3; ``tests`` count them): a weighting with ``num_tasks`` makes one
+all-reduce of ``3 + 2T`` float64 numbers (header, values, presence; ``3 + T`` before the presence) and one
+host read; without ``num_tasks`` two: a 4-number header, then ``T`` values (``2T`` with the presence, only
+in a step where some rank has an absent task, and then one more host read). ``awloss.backward`` makes four:
+a 5-number header, the ``T`` loss values (``2T`` when a task is absent on some rank, and one host read),
+a 3-number header and ``T·n_shared + n_heads + flags`` gradients; one host read each of the headers and
+of the used-parameter flags.
 """
 
 from __future__ import annotations
@@ -112,6 +126,14 @@ def all_reduce_mean(tensor: Tensor, group: Any = None) -> Tensor:
     dist = _dist()
     dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)  # gloo has no AVG
     return out.div_(dist.get_world_size(group))
+
+
+def all_reduce_sum(tensor: Tensor, group: Any = None) -> Tensor:
+    """The sum of ``tensor`` over the ranks of ``group`` (a new, detached tensor; a copy when not distributed)."""
+    out = tensor.detach().clone().contiguous()
+    if is_distributed(group):
+        _dist().all_reduce(out, op=_dist().ReduceOp.SUM, group=group)
+    return out
 
 
 def all_reduce_mean_many(tensors: list[Tensor], group: Any = None) -> list[Tensor]:
@@ -195,7 +217,11 @@ def sync_update_losses(weighting: nn.Module, losses: tuple[Any, ...]) -> tuple[A
     def local(ls: Any) -> Tensor:
         return weighting._loss_vector(ls, sync=False)  # type: ignore[operator]
 
-    return (_synced_vector(weighting, "update", local, losses).detach(),)
+    vec = _synced_vector(weighting, "update", local, losses).detach()
+    absent = set(weighting.__dict__.get("_absent", ()))  # the tasks absent on every rank stay absent
+    if not absent:
+        return (vec,)
+    return ([None if i in absent else v for i, v in enumerate(vec.unbind(0))],)
 
 
 def broadcast_module(module: nn.Module, src: int = 0, group: Any = None) -> None:
@@ -361,7 +387,10 @@ def _agree_first_call(weighting: nn.Module, kind: str, vec: Tensor | None, error
         assert vec is not None and names is not None
         weighting._task_names = tuple(ref["names"])  # align by name: rank 0's order on every rank
         if list(names) != ref["names"]:
-            vec = vec[torch.tensor([list(names).index(n) for n in ref["names"]], device=vec.device)]
+            order = [list(names).index(n) for n in ref["names"]]
+            vec = vec[torch.tensor(order, device=vec.device)]
+            absent = set(weighting.__dict__.get("_absent", ()))  # this rank's indices, now in rank 0's order
+            weighting.__dict__["_absent"] = tuple(j for j, i in enumerate(order) if i in absent)
         return vec
     lines = "; ".join(f"rank {r}: {_describe(s)}" for r, (s, _) in enumerate(seen))
     raise RankMismatchError(f"The ranks disagree on {what}: {lines}. {_RULE}")
@@ -370,10 +399,15 @@ def _agree_first_call(weighting: nn.Module, kind: str, vec: Tensor | None, error
 def _synced_vector(weighting: nn.Module, kind: str, local: Callable[[Any], Tensor], losses: Any) -> Tensor:
     """``local(losses)`` averaged over the ranks (value) with this rank's gradient path, all ranks or none.
 
-    One all-reduce of ``[header, losses]`` (two when the weighting has no fixed ``num_tasks``: the header
-    first, so that ranks with different counts never meet in one collective). A local error (a NaN found
-    by the value check, a wrong count, a missing name) is sent as ``status = 1`` and re-raised after the
-    collective, on every rank. Cost: ``3 + T`` float64 numbers and one host read of the summed header.
+    One all-reduce of ``[header, losses, present]`` (two when the weighting has no fixed ``num_tasks``: the
+    header first, so that ranks with different counts never meet in one collective). A local error (a NaN
+    found by the value check, a wrong count, a missing name) is sent as ``status = 1`` and re-raised after the
+    collective, on every rank. ``present`` (1 per task given, 0 for ``None``) sums to ``c_i``, the number of
+    ranks where task ``i`` is present: its value is the mean over those ranks, its gradient path is scaled by
+    ``W / c_i`` (so DDP's mean over the ``W`` ranks gives the mean over the ``c_i``), and a task with
+    ``c_i = 0`` stays absent (:attr:`Weighting._absent`). Cost: ``3 + 2T`` float64 numbers and one host read
+    of the header and the counts (without ``num_tasks``: ``4`` and ``T`` numbers, ``2T`` and a read of the
+    counts only when some rank has an absent task).
     """
     group = getattr(weighting, "process_group", None)
     try:
@@ -385,47 +419,88 @@ def _synced_vector(weighting: nn.Module, kind: str, local: Callable[[Any], Tenso
         broadcast_state(weighting, group=group)
         weighting._awloss_state_broadcast = True
     world = world_size(group)
-    fixed = weighting.num_tasks  # type: ignore[attr-defined]
+    fixed: int | None = weighting.num_tasks  # type: ignore[attr-defined, assignment]
     T = int(vec.numel()) if vec is not None else fixed
     names = getattr(weighting, "_task_names", None)
     layout = {"op": f"{type(weighting).__name__}.{kind}", "tasks": T, "names": None if names is None else list(names)}
     dev = _comm_device(group, vec.device if vec is not None else getattr(weighting, "_device", lambda: None)())
-    head = _header(error is not None, _code(layout), (), dev)
+    absent = weighting.__dict__.get("_absent", ()) if vec is not None else ()
     what = f"{type(weighting).__name__}.{kind}()"
-    if fixed is None:  # counts may differ: agree on the header before the values meet
-        failed, differ = _verdict(_all_sum(head, group).tolist(), world)
+    if fixed is None:  # counts may differ: agree on the header (and whether a task is absent) before the values
+        summed = _all_sum(_header(error is not None, _code(layout), (float(len(absent)),), dev), group).tolist()
+        failed, differ = _verdict(summed, world)
         if failed or differ:
             _fail_together(what, layout, error, group)
-        assert vec is not None
-        buf = _all_sum(vec.detach().to(torch.float64).clone(), group)
+        assert vec is not None and T is not None
+        body = vec.detach().to(torch.float64)
+        if summed[_HEADER] == 0:  # no task absent on any rank: the values alone
+            return _with_local_path(_all_sum(body.clone(), group).div_(world), vec, None, world)
+        buf = _all_sum(torch.cat([body, _presence(T, absent, dev)]), group)
+        counts = buf[T:].tolist()
+        sums = buf[:T]
     else:
+        head = _header(error is not None, _code(layout), (), dev)
         body = vec.detach().to(torch.float64) if vec is not None and T == fixed else head.new_zeros(fixed)
-        buf = _all_sum(torch.cat([head, body.reshape(-1)]), group)
-        failed, differ = _verdict(buf[:_HEADER].tolist(), world)
+        buf = _all_sum(torch.cat([head, body.reshape(-1), _presence(fixed, absent, dev)]), group)
+        read = torch.cat([buf[:_HEADER], buf[_HEADER + fixed :]]).tolist()  # one host read: verdict and counts
+        failed, differ = _verdict(read[:_HEADER], world)
         if failed or differ or vec is None:
             _fail_together(what, layout, error, group)
-        buf = buf[_HEADER:]
+        counts, sums = read[_HEADER:], buf[_HEADER : _HEADER + fixed]
     assert vec is not None
-    mean = buf.div_(world).to(vec.dtype)
-    return mean + (vec - vec.detach())
+    # Tasks absent on every rank stay absent (the weighting leaves them out); the others are present.
+    weighting.__dict__["_absent"] = tuple(i for i, c in enumerate(counts) if c == 0)
+    if all(c == world for c in counts):
+        return _with_local_path(sums.div_(world), vec, None, world)
+    n = torch.tensor([max(c, 1.0) for c in counts], dtype=torch.float64, device=sums.device)
+    return _with_local_path(sums / n, vec, n, world)
+
+
+def _presence(T: int, absent: Sequence[int], device: torch.device) -> Tensor:
+    """``Tensor[T]`` of float64: 1 for a task this rank was given, 0 for one given as ``None``."""
+    p = torch.ones(T, dtype=torch.float64, device=device)
+    if absent:
+        p[list(absent)] = 0.0
+    return p
+
+
+def _with_local_path(mean: Tensor, local: Tensor, counts: Tensor | None, world: int) -> Tensor:
+    """The ranks' ``mean`` as value, this rank's ``local`` gradient path, scaled by ``world / counts`` when a
+    task is present on only ``counts`` of the ranks (DDP then averages it over ``world``)."""
+    mean = mean.to(local.dtype)
+    path = local - local.detach()
+    if counts is not None:
+        path = path * (world / counts).to(local.dtype)
+    return mean + path
 
 
 # --------------------------------------------------------------------------- awloss.backward's reduction
 def sync_task_losses(
-    items: list[Tensor], names: Sequence[str] | None, error: BaseException | None = None, group: Any = None
-) -> list[Tensor]:
-    """``awloss.backward``'s losses with their values averaged over the ranks (gradient paths local).
+    items: list[Tensor],
+    names: Sequence[str] | None,
+    error: BaseException | None = None,
+    group: Any = None,
+    present: Sequence[bool] | None = None,
+) -> tuple[list[Tensor], list[bool]]:
+    """``awloss.backward``'s losses with their values averaged over the ranks where each task is present, and
+    which tasks are present on some rank.
 
     Two collectives: a header (this rank's local ``error``, e.g. a NaN found by the value check, the task
-    count and names, whether any loss requires grad) and then the values. Raises on every rank when a rank
-    failed, the ranks' tasks differ, or on some rank no loss requires grad.
+    count and names, whether any loss requires grad, how many tasks are absent here) and then the values.
+    Raises on every rank when a rank failed, the ranks' tasks differ, or on some rank no loss requires grad.
+    When a task is absent (``present[i]`` false: ``None`` or a constant) on some ranks, the values travel with
+    the presence counts ``c_i`` (``2T`` numbers instead of ``T``): the value is the mean over the ``c_i``
+    ranks and the gradient path is scaled by ``W / c_i``, so that the per-task gradients averaged over the
+    ``W`` ranks (:func:`reduce_jacobian`) are the mean over the ranks where the task is present.
     """
     T = len(items)
+    present = [True] * T if present is None else list(present)
     layout = {"op": "awloss.backward", "tasks": T, "names": None if names is None else list(names)}
     has_grad = any(x.requires_grad for x in items)
     dev = _comm_device(group, items[0].device if items else None)
     world = world_size(group)
-    head = _all_sum(_header(error is not None, _code(layout), (1.0 if has_grad else 0.0,), dev), group).tolist()
+    extra = (1.0 if has_grad else 0.0, float(T - sum(present)))
+    head = _all_sum(_header(error is not None, _code(layout), extra, dev), group).tolist()
     failed, differ = _verdict(head, world)
     if failed or differ:
         _fail_together("awloss.backward()", layout, error, group)
@@ -435,8 +510,16 @@ def sync_task_losses(
             "or constant there): awloss.backward needs a loss that depends on a parameter on every rank; skip "
             "the batch on every rank, or give that rank's absent tasks as None next to one real loss."
         )
-    values = all_reduce_mean(torch.stack([x.detach() for x in items]), group)
-    return [v + (x - x.detach()) for v, x in zip(values.unbind(0), items)]
+    values = torch.stack([x.detach() for x in items])
+    if head[4] == 0:  # every task present on every rank
+        values = all_reduce_mean(values, group)
+        return [v + (x - x.detach()) for v, x in zip(values.unbind(0), items)], present
+    flags = torch.tensor(present, dtype=values.dtype, device=values.device)
+    buf = _all_sum(torch.cat([values, flags]), group)
+    counts = buf[T:].clamp_min(1.0)
+    values, scale = buf[:T] / counts, world / counts
+    everywhere = (buf[T:] > 0).tolist()  # a host read, only in a step with an absent task
+    return [v + s * (x - x.detach()) for v, s, x in zip(values.unbind(0), scale.unbind(0), items)], everywhere
 
 
 def reduce_jacobian(
@@ -532,93 +615,3 @@ def reject_sharded(params: Sequence[Tensor], what: str) -> None:
             f"{what} is sharded by FSDP2 (fully_shard): its per-task gradients cannot be taken from the shards. "
             "Use DDP for this method, or another loss-level weighting (they run under FSDP2 unchanged)."
         )
-
-
-def fsdp_backward(
-    items: list[Tensor],
-    shared: list[Tensor],
-    aggregator: Any,
-    retain_graph: bool,
-    *,
-    representation: Tensor | None = None,
-    scale: float | None = None,
-) -> Tensor:
-    """``awloss.backward`` for shared parameters sharded by FSDP2: per-task gradients of the shards, the
-    Gramian from the shards, the update written into the sharded ``.grad``.
-
-    One ordinary ``backward()`` per task: FSDP2 all-gathers the parameters as it needs them and
-    reduce-scatters (averages) each task's gradient over the ranks into the sharded ``.grad``, which is
-    read as this rank's columns ``J_r[T, n_r]`` of the global batch's Jacobian and cleared. Then
-    ``G = Σ_r J_r J_rᵀ`` (one all-reduce of ``T²`` numbers) is exactly ``JJᵀ``, every rank computes the
-    same weights ``w`` from it and writes its shard of ``wᵀJ`` into the sharded ``.grad`` (added to what
-    was there), so the optimizer step of the FSDP2 model works as usual. The task-specific parameters
-    (sharded or not) accumulate ``∇ΣLᵢ`` over the T passes, as FSDP2 reduces them.
-
-    Communication per step: T times FSDP2's own per-backward traffic (the reduce-scatter of the gradients,
-    and the all-gather of the parameters when they are resharded after the forward), plus ``T²`` numbers.
-    Only Gramian aggregators (``GramianAggregator``: UPGrad, MGDA, …) are exact from the shards; the others
-    need the whole Jacobian and raise ``NotImplementedError``.
-    """
-    from torch.distributed.tensor import DTensor
-
-    name = type(aggregator).__name__
-    if representation is not None or scale is not None:
-        raise NotImplementedError(
-            "awloss.backward under FSDP2 (fully_shard) does not support `representation=` or a GradScaler yet: "
-            "pass the shared parameters (a Gramian aggregator, e.g. awloss.get('upgrad')) without them, or use DDP."
-        )
-    if not hasattr(aggregator, "gramian_weights"):
-        raise NotImplementedError(
-            f"awloss.backward under FSDP2 (fully_shard) supports the Gramian aggregators (the weights depend on "
-            f"G = JJᵀ only, which the shards give exactly); {name} needs the whole Jacobian, which FSDP2 shards "
-            "across the ranks. Use a Gramian aggregator (e.g. awloss.get('upgrad') or 'mgda'), DDP, or a "
-            "loss-level weighting (they run under FSDP2 unchanged)."
-        )
-    if getattr(aggregator, "state_per_column", False):
-        raise NotImplementedError(
-            f"{name} keeps state per column of the Jacobian, which FSDP2 shards across the ranks: awloss.backward "
-            "does not support it under FSDP2; use DDP or another aggregator."
-        )
-    meshes = {id(p.device_mesh): p.device_mesh for p in shared if isinstance(p, DTensor)}
-    if len(meshes) != 1 or next(iter(meshes.values())).ndim != 1 or not all(isinstance(p, DTensor) for p in shared):
-        raise NotImplementedError(
-            "awloss.backward under FSDP2 needs every shared parameter sharded by fully_shard on one 1-D device mesh "
-            "(got a mix of sharded and plain parameters, or several / multi-dimensional meshes)."
-        )
-    mesh = next(iter(meshes.values()))
-    group = mesh.get_group()
-    T = len(items)
-    saved = [p.grad for p in shared]
-    for p in shared:
-        p.grad = None
-    rows: list[list[Tensor | None]] = []
-    for t, loss in enumerate(items):
-        loss.backward(retain_graph=retain_graph or t < T - 1)  # FSDP2 reduce-scatters into the sharded .grad
-        rows.append([None if p.grad is None else p.grad.to_local() for p in shared])
-        for p in shared:
-            p.grad = None
-    locals_ = [p.to_local() for p in shared]
-    used = [any(r[k] is not None for r in rows) for k in range(len(shared))]
-    ref = next((g for r in rows for g in r if g is not None), None)
-    dtype = ref.dtype if ref is not None else locals_[0].dtype
-    blocks = [
-        torch.stack([torch.zeros_like(x, dtype=dtype) if r[k] is None else r[k].to(dtype) for r in rows]).reshape(T, -1)
-        for k, x in enumerate(locals_)
-    ]
-    J = torch.cat(blocks, dim=1) if blocks else torch.zeros(T, 0, dtype=dtype)
-    G = J @ J.T
-    if world_size(group) > 1:
-        G = _all_sum(G.contiguous(), group)
-    w = aggregator.gramian_weights(G)
-    update = w.to(J.dtype) @ J
-    off = 0
-    for p, x, u, old in zip(shared, locals_, used, saved):
-        n = x.numel()
-        if u:
-            g = DTensor.from_local(update[off : off + n].view(x.shape).to(p.dtype), mesh, p.placements,
-                                   shape=p.shape, stride=p.stride())
-            p.grad = g if old is None else old + g
-        else:
-            p.grad = old
-        off += n
-    return aggregator._weights

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import awloss
-from awloss.aggregation import Aggregator
+from awloss.aggregation import Aggregator, GramianAggregator
 
 AGGREGATORS = awloss.available("aggregator")
 T = 3
@@ -138,6 +138,7 @@ def test_an_absent_task_reaches_the_aggregator_as_a_zero_row(name, method):
 # ---------------------------------------------------------------- the engine contract
 def _engines():
     from awloss._backward._batched import BatchedEngine
+    from awloss._backward._gram import GramianEngine
     from awloss._backward._loop import GradLoopEngine, LoopEngine
     from awloss._backward._summed import SummedEngine
 
@@ -146,6 +147,7 @@ def _engines():
         "grad_loop": lambda shared, heads: GradLoopEngine(shared, heads, {}),
         "batched": lambda shared, heads: BatchedEngine(shared, heads, {}),
         "summed": lambda shared, heads: SummedEngine(shared, {}),
+        "gramian": lambda shared, heads: GramianEngine(shared, heads),
     }
 
 
@@ -165,8 +167,9 @@ def _run_engine(engine, losses, agg):
 ENGINE_CASES = [
     (name, engine)
     for name in AGGREGATORS
-    for engine in ("loop", "grad_loop", "batched", "summed")
+    for engine in ("loop", "grad_loop", "batched", "summed", "gramian")
     if engine != "summed" or getattr(awloss.get_class(name), "_uniform", False)  # constant-weight methods only
+    if engine != "gramian" or issubclass(awloss.get_class(name), GramianAggregator)  # needs only G = JJᵀ
 ]
 
 
@@ -245,5 +248,7 @@ def test_the_engine_chosen_for_each_case(monkeypatch):
     assert chosen(task_params=heads.parameters()) == "grad_loop" and chosen(distributed=True) == "grad_loop"
     assert chosen("grad_sum", distributed=True) == "grad_loop"
     assert chosen(representation=True) == "representation"
+    assert chosen(method="gramian") == "gramian" and chosen("grad_sum", method="gramian") == "summed"
+    assert chosen(task_params=heads.parameters(), method="gramian") == "gramian"
     monkeypatch.setattr(_engine, "auto_batches", lambda device: True)  # as on an accelerator
     assert chosen() == "batched" and chosen(method="loop") == "loop"

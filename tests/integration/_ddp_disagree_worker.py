@@ -17,7 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import awloss
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+import awloss  # noqa: E402
 
 TIMEOUT_S = 60  # gloo's own timeout (also the rendezvous's): a rank left waiting in a collective raises after this
 
@@ -57,6 +60,112 @@ def _good_backward_step(net: nn.Module, rank: int, agg) -> dict:
     net.zero_grad()
     w = awloss.backward(_task_losses(net, rank), [*net.trunk.parameters(), *net.extra.parameters()], agg)
     return {"weights": w.clone(), "grads": [p.grad.clone() for p in net.parameters()]}
+
+
+ABSENT_STEPS = 6
+PER_RANK = 4
+ABSENT_METHODS = [*awloss.available("weighting"), "si@free", "gls@free"]  # @free: built without num_tasks
+
+
+def absent_at(step: int, rank: int) -> set[int]:
+    """The tasks given as ``None`` on ``rank`` at ``step``: one task on rank 1 at the even steps, and at step 3
+    task 2 on every rank."""
+    if step == 3:
+        return {2}
+    return {step % 3} if rank == 1 and step % 2 == 0 else set()
+
+
+def _present_losses(pred: torch.Tensor, y: torch.Tensor, step: int, ranks: list[int]) -> list:
+    """Per-task MSE over the rows of the ranks where the task is present (``pred``, ``y``: ``ranks``' shards in
+    order), ``None`` where it is present on none."""
+    out = []
+    for i in range(pred.shape[1]):
+        rows = [k for k, r in enumerate(ranks) if i not in absent_at(step, r)]
+        if not rows:
+            out.append(None)
+            continue
+        idx = torch.cat([torch.arange(k * PER_RANK, (k + 1) * PER_RANK) for k in rows])
+        out.append(torch.nn.functional.mse_loss(pred[idx, i], y[idx, i]))
+    return out
+
+
+def absent_train(name: str, rank: int, world: int, distributed: bool) -> dict:
+    """Train ``name`` with tasks absent on some ranks (:func:`absent_at`), the model wrapped by DDP. With
+    ``distributed=False``: one process given every rank's shard, each task's loss over the present ranks' rows."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model, w, opt = C.build(name.removesuffix("@free"))
+    if name.endswith("@free"):  # no `num_tasks`: the header travels first, then the values (and presence)
+        w = awloss.get(name.removesuffix("@free")).double()
+    net = DDP(model, find_unused_parameters=True) if distributed else model  # a head is unused where absent
+    ranks = [rank] if distributed else list(range(world))
+    history = []
+    for step in range(ABSENT_STEPS):
+        x, y = C.make_batch(step, PER_RANK * world)
+        rows = torch.cat([torch.arange(r * PER_RANK, (r + 1) * PER_RANK) for r in ranks])
+        x, y = x[rows], y[rows]
+        total = w(_present_losses(net(x), y, step, ranks))
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        if C.has_update(w):
+            with torch.no_grad():
+                w.update(_present_losses(model(x), y, step, ranks))
+        if step % 3 == 2:
+            w.step()
+        history.append(w.weights.detach().clone())
+    return {"weights": torch.stack(history), "w_state": {k: v.clone() for k, v in w.state_dict().items()},
+            "model": {k: v.clone() for k, v in model.state_dict().items()}}
+
+
+def count_collectives(rank: int) -> dict:
+    """The collectives of one step (after a first call: agreement and broadcast) as ``[(name, numel)]``."""
+    import torch.distributed as dist
+
+    log: list = []
+    names = ("all_reduce", "all_gather_object", "broadcast", "all_gather", "barrier")
+    orig = {n: getattr(dist, n) for n in names}
+
+    def wrap(n):  # noqa: ANN001, ANN202
+        def f(t=None, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+            log.append((n, t.numel() if isinstance(t, torch.Tensor) else 0))
+            return orig[n](t, *a, **k) if t is not None else orig[n](*a, **k)
+        return f
+
+    t = lambda v: torch.tensor(float(v), requires_grad=True)  # noqa: E731
+    out: dict = {}
+    uw, si, famo = awloss.get("uw", num_tasks=3), awloss.get("si"), awloss.get("famo", num_tasks=3)
+    net = _net()
+
+    def bw(absent: bool) -> None:
+        ls = _task_losses(net, rank)
+        if absent and rank == 1:
+            ls[2] = None
+        awloss.backward(ls, net.trunk.parameters(), awloss.get("upgrad"),
+                        task_params=[*net.extra.parameters(), *net.heads.parameters()])
+
+    steps = {
+        "uw": lambda: uw([t(1), t(2), t(3)]),
+        "uw_absent": lambda: uw([t(1), t(2), t(3) if rank == 0 else None]),
+        "si_free": lambda: si([t(1), t(2), t(3)]),
+        "si_free_absent": lambda: si([t(1), t(2), t(3) if rank == 0 else None]),
+        "famo_update": lambda: famo.update(torch.tensor(1.0), torch.tensor(2.0), torch.tensor(3.0)),
+        "backward": lambda: bw(False),
+        "backward_absent": lambda: bw(True),
+    }
+    famo([t(1), t(2), t(3)])
+    try:
+        for n in names:
+            setattr(dist, n, wrap(n))
+        for key, step in steps.items():
+            step()
+            log.clear()
+            step()
+            out[key] = list(log)
+    finally:
+        for n in names:
+            setattr(dist, n, orig[n])
+    return out
 
 
 def case(name: str, rank: int, world: int) -> dict:
@@ -115,6 +224,14 @@ def case(name: str, rank: int, world: int) -> dict:
         w({"a": t(1.0), "b": t(3.0) if rank == 0 else None})
         out["weights"] = w.weights.detach().clone()
         out["good"] = _good_weighting_step(w, rank)
+    elif name == "w_absent_train":  # every loss-level method, tasks absent on some ranks (see absent_at)
+        for method in ABSENT_METHODS:
+            try:
+                out[method] = absent_train(method, rank, world, distributed=True)
+            except Exception as e:  # noqa: BLE001 - reported by the test, per method
+                out[method] = {"error": _err(e)}
+    elif name == "collectives":
+        out = count_collectives(rank)
     elif name == "w_update_one_rank":  # FAMO.update() on rank 0 only, then the next step's call
         w = awloss.get("famo", num_tasks=2)
         w(t(1.0), t(2.0))

@@ -7,6 +7,7 @@ Gradient-level methods join through ``awloss.backward`` once it exists.
 
 from __future__ import annotations
 
+import datetime
 import contextlib
 import sys
 import warnings
@@ -20,6 +21,7 @@ import _common as C  # noqa: E402
 
 import awloss  # noqa: E402
 
+TIMEOUT_S = 120  # gloo's own timeout: a rank left waiting in a collective raises (the test kills later)
 STEPS = 6
 PER_RANK = 4
 
@@ -148,7 +150,8 @@ def main() -> None:
 
     rank, world, init_file, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=TIMEOUT_S))
     try:
         results = run_all(rank, world, distributed=True)
         # weighting state must be bit-identical: check it collectively too

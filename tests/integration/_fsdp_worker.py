@@ -8,6 +8,7 @@ saves the weights' history, the weighting's / aggregator's state and the model's
 
 from __future__ import annotations
 
+import datetime
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import _common as C  # noqa: E402
 
 import awloss  # noqa: E402
 
+TIMEOUT_S = 120  # gloo's own timeout: a rank left waiting in a collective raises (the test kills later)
 STEPS = 4
 PER_RANK = 4
 
@@ -73,6 +75,37 @@ def run_aggregator(name: str, rank: int, world: int, distributed: bool) -> dict:
             "agg_state": {k: v.clone() for k, v in agg.state_dict().items()}}
 
 
+def absent_at(step: int, rank: int) -> set[int]:
+    """Tasks given as ``None`` on ``rank`` at ``step``: one task on rank 1 at the even steps, task 2 everywhere at 3."""
+    if step == 3:
+        return {2}
+    return {step % 3} if rank == 1 and step % 2 == 0 else set()
+
+
+def run_absent(rank: int, world: int, distributed: bool, name: str = "upgrad") -> dict:
+    """``awloss.backward`` with tasks absent on some ranks; ``distributed=False``: one process given every rank's
+    shard, each task's loss over the rows of the ranks where it is present."""
+    model = _model(distributed)
+    agg = awloss.get(name)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    ranks = [rank] if distributed else list(range(world))
+    history = []
+    for step in range(STEPS):
+        x, y = C.make_batch(step, PER_RANK * world)
+        rows = torch.cat([torch.arange(r * PER_RANK, (r + 1) * PER_RANK) for r in ranks])
+        pred, y = model(x[rows]), y[rows]
+        losses = []
+        for i in range(pred.shape[1]):
+            keep = [k for k, r in enumerate(ranks) if i not in absent_at(step, r)]
+            idx = torch.cat([torch.arange(k * PER_RANK, (k + 1) * PER_RANK) for k in keep]) if keep else None
+            losses.append(None if idx is None else torch.nn.functional.mse_loss(pred[idx, i], y[idx, i]))
+        opt.zero_grad()
+        weights = awloss.backward(losses, list(model.trunk.parameters()), agg)
+        opt.step()
+        history.append(weights.detach().clone())
+    return {"weights": torch.stack(history), "model": _full_state(model)}
+
+
 def run_all(rank: int, world: int, distributed: bool) -> dict:
     results = {}
     for kind, fn in (("weighting", run_weighting), ("aggregator", run_aggregator)):
@@ -81,6 +114,11 @@ def run_all(rank: int, world: int, distributed: bool) -> dict:
                 results[name] = fn(name, rank, world, distributed)
             except Exception as e:  # reported by the test, per method
                 results[name] = {"error": f"{type(e).__name__}: {e}"}
+    if distributed:
+        try:
+            results["upgrad@absent"] = run_absent(rank, world, distributed)
+        except Exception as e:
+            results["upgrad@absent"] = {"error": f"{type(e).__name__}: {e}"}
     return results
 
 
@@ -89,7 +127,8 @@ def main() -> None:
 
     rank, world, init_file, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=TIMEOUT_S))
     try:
         results = run_all(rank, world, distributed=True)
         torch.save(results, out_dir / f"rank{rank}.pt")

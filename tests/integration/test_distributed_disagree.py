@@ -23,7 +23,7 @@ SRC = HERE.parents[1] / "src"
 WORKER = HERE / "_ddp_disagree_worker.py"
 CASES = [
     "w_key_order", "w_nan_one_rank", "w_count_fixed", "w_count_free", "w_names_differ", "w_none_one_rank",
-    "w_update_one_rank", "b_key_order", "b_nan_one_rank", "b_count", "b_none_one_rank", "b_none_one_rank_auto",
+    "w_update_one_rank", "w_absent_train", "collectives", "b_key_order", "b_nan_one_rank", "b_count", "b_none_one_rank", "b_none_one_rank_auto",
     "b_shared_one_rank",
 ]
 
@@ -114,6 +114,28 @@ def test_weighting_task_absent_on_one_rank(ranks):
     assert _same(r0, r1)
 
 
+@pytest.fixture(scope="module")
+def absent_reference() -> dict:
+    W = _worker()
+    return {m: W.absent_train(m, rank=0, world=2, distributed=False) for m in W.ABSENT_METHODS}
+
+
+@pytest.mark.parametrize("method", [*awloss.available("weighting"), "si@free", "gls@free"])
+def test_weighting_task_absent_on_some_ranks_equals_one_process_on_the_present_data(ranks, absent_reference, method):
+    """Before: a task None on one rank was averaged as a loss of 0 on that rank (UW, SI, DWA, FAMO… learned from
+    half the loss, and the model's gradient of that task was halved). Now each task's loss is averaged over the
+    ranks where it is present (its gradient scaled to match), a task absent on every rank stays absent: the
+    weights, the weighting's state and the DDP model equal one process given the present ranks' data."""
+    r0, r1 = _case(ranks, "w_absent_train")
+    got0, got1, ref = r0[method], r1[method], absent_reference[method]
+    assert "error" not in got0 and "error" not in got1, (got0.get("error"), got1.get("error"))
+    assert _same(got0, got1), "the ranks disagree"
+    torch.testing.assert_close(got0["weights"], ref["weights"], rtol=1e-9, atol=1e-12)
+    for part in ("w_state", "model"):
+        for k in ref[part]:
+            torch.testing.assert_close(got0[part][k], ref[part][k], rtol=1e-9, atol=1e-12, msg=f"{part}[{k}]")
+
+
 def test_update_on_one_rank_only_is_detected(ranks):
     """Before: `if rank == 0: famo.update(...)` hung both ranks; now both raise, naming update()."""
     _both_raise(_case(ranks, "w_update_one_rank"), "RankMismatchError", "FAMO.update", "FAMO.call")
@@ -143,37 +165,55 @@ def _worker():
 
 
 def _expected(name: str) -> list[torch.Tensor]:
-    """One process: the mean over both ranks of each rank's per-task gradients (zero where unused), aggregated."""
+    """One process: each task's gradients averaged over the ranks where it is present (a shared parameter a
+    rank does not reach counts as 0 there), aggregated; the heads get ``Σᵢ`` of those task means."""
     W = _worker()
     net = W._net()
     shared = [*net.trunk.parameters(), *net.extra.parameters()]
     heads = list(net.heads.parameters())
-    jac, head_grads = [], []
+    rows: list[list[torch.Tensor]] = [[], [], []]
+    head_rows: list[list[list[torch.Tensor]]] = [[], [], []]
     for rank in range(2):
         ls = W._task_losses(net, rank, skip_extra=name == "b_shared_one_rank" and rank == 1)
-        if name == "b_none_one_rank" and rank == 1:
-            ls[2] = ls[0] * 0  # absent: a zero loss
-        rows = []
-        for loss in ls:
-            gs = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(gs, shared)]))
-        jac.append(torch.stack(rows))
-        gs = torch.autograd.grad(sum(ls), heads, allow_unused=True)
-        head_grads.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, heads)])
-    update = awloss.get("upgrad")((jac[0] + jac[1]) / 2)
+        for i, loss in enumerate(ls):
+            if name == "b_none_one_rank" and rank == 1 and i == 2:
+                continue  # absent on rank 1: its row is rank 0's alone
+            gs = torch.autograd.grad(loss, shared + heads, retain_graph=True, allow_unused=True)
+            zs = [torch.zeros_like(p) if g is None else g for g, p in zip(gs, shared + heads)]
+            rows[i].append(torch.cat([g.reshape(-1) for g in zs[: len(shared)]]))
+            head_rows[i].append(zs[len(shared):])
+    update = awloss.get("upgrad")(torch.stack([sum(r) / len(r) for r in rows]))
     out, off = [], 0
     for p in shared:
         out.append(update[off : off + p.numel()].view(p.shape))
         off += p.numel()
-    return out + [(a + b) / 2 for a, b in zip(*head_grads)]
+    return out + [sum(sum(h[k] for h in hr) / len(hr) for hr in head_rows) for k in range(len(heads))]
 
 
 @pytest.mark.parametrize("name", ["b_none_one_rank", "b_shared_one_rank"])
 def test_backward_task_or_shared_parameter_on_one_rank_is_zero_filled(ranks, name):
-    """Before: "Received data size doesn't match" on one rank, the other hung. Now: the same update on both
-    ranks, equal to the aggregate of the mean of the ranks' Jacobians (zeros where a rank does not reach)."""
+    """Before: "Received data size doesn't match" on one rank, the other hung; then the absent task's row was
+    zero-filled on its rank and averaged with it (half of rank 0's row). Now: the same update on both ranks,
+    equal to the aggregate of each task's row averaged over the ranks where it is present (a shared parameter a
+    present task does not reach on a rank counts as 0 there), the heads receiving the sum of those means."""
     r0, r1 = _case(ranks, name)
     assert r0["bad"] is None and r1["bad"] is None, (r0["bad"], r1["bad"])
     assert _same(r0["grads"], r1["grads"]) and _same(r0["weights"], r1["weights"])
     for got, want in zip(r0["grads"], _expected(name)):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_collectives_per_step(ranks):
+    """The cost of a synchronised step, as documented in :mod:`awloss.distributed` (T = 3; the Jacobian's
+    all-reduce: 3 tasks × 16 shared numbers + 35 task-specific numbers + 10 used flags = 93). The presence of the tasks
+    rides the existing all-reduces: no collective is added. Before: uw [6], si_free [3, 3], famo_update [6],
+    backward [4, 3, 3, 93], the same with a task absent (then averaged as a loss of 0)."""
+    r0, r1 = _case(ranks, "collectives")
+    assert r0 == r1
+    ar = lambda *sizes: [("all_reduce", n) for n in sizes]  # noqa: E731
+    assert r0 == {
+        "uw": ar(9), "uw_absent": ar(9),  # 3 header + T values + T presence
+        "si_free": ar(4, 3), "si_free_absent": ar(4, 6),  # header (+ the absent count), values (+ presence)
+        "famo_update": ar(9),
+        "backward": ar(5, 3, 3, 93), "backward_absent": ar(5, 6, 3, 93),
+    }

@@ -108,6 +108,17 @@ def test_fsdp2_backward_gramian_aggregators_exact_from_the_shards(ranks, referen
     assert not torch.equal(r0["model"]["trunk.0.weight"], init["trunk.0.weight"].double()), "trunk did not train"
 
 
+def test_fsdp2_backward_task_absent_on_some_ranks_equals_one_process_on_the_present_data(ranks):
+    """A task None on rank 1 only: its row of the Jacobian (and its share of the heads' gradients) is the mean
+    over the ranks where it is present, not halved by a zero row; a task None on every rank stays absent."""
+    r0, r1 = _ok(ranks[0], "upgrad@absent"), _ok(ranks[1], "upgrad@absent")
+    ref = _load_worker().run_absent(rank=0, world=2, distributed=False)
+    assert torch.equal(r0["weights"], r1["weights"])
+    _assert_states(r0["model"], r1["model"], exact=True, what="model")
+    torch.testing.assert_close(r0["weights"], ref["weights"], rtol=1e-7, atol=1e-9)
+    _assert_states(r0["model"], ref["model"], exact=False, what="model vs 1 process")
+
+
 @pytest.mark.parametrize("name", sorted(set(awloss.available("aggregator")) - GRAMIAN))
 def test_fsdp2_backward_other_aggregators_raise(ranks, name):
     for r in ranks:

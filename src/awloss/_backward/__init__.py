@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from ..aggregation._base import Aggregator
-from ..distributed import fsdp_backward, is_distributed, is_sharded
+from ..distributed import is_distributed
 from ._aggregate import aggregate
 from ._aggregate import gramian as _gramian  # noqa: F401  (tests import it from here)
 from ._choose import choose_engine
@@ -32,6 +32,7 @@ def backward(
     retain_graph: bool = False,
     method: str = "auto",
     scaler: Any = None,
+    memory_budget: int | None = 2**30,
 ) -> Tensor | None:
     r"""Back-propagate per-task ``losses``, aggregating the shared parameters' gradients with ``aggregator``.
 
@@ -63,10 +64,16 @@ def backward(
         retain_graph: keep the graph for another backward, like ``Tensor.backward``.
         method: how the per-task gradients are computed: ``"loop"`` (one ``autograd.grad`` per task into
             buffers reused across calls; fastest on CPU in our benchmark), ``"batched"`` (one vectorised
-            ``is_grads_batched`` backward; fewer kernel launches on accelerators) or ``"auto"`` (default:
+            ``is_grads_batched`` backward; fewer kernel launches on accelerators), ``"auto"`` (default:
             ``"loop"`` on CPU, ``"batched"`` elsewhere, falling back to the loop with a warning, once, where
             batching cannot work: sparse gradients, reentrant checkpointing, a custom ``autograd.Function``
-            not declared vmap-able; ``"batched"`` raises there). ``grad_mean``/``grad_sum`` need no per-task gradients:
+            not declared vmap-able; ``"batched"`` raises there), or ``"gramian"``: for a
+            :class:`~awloss.aggregation.GramianAggregator` only, :math:`G = JJ^\top` is built layer by layer
+            from what the graph saved (a layer's input) and per-task gradients of the layers' outputs, and the
+            Jacobian is never formed (``nn.Linear``, the projections of ``nn.MultiheadAttention``, convolutions,
+            ``nn.Embedding``, the norms' affine parameters; any other parameter adds its own per-task block;
+            see the engines page). ``"auto"`` picks it when the Jacobian would exceed ``memory_budget``.
+            ``grad_mean``/``grad_sum`` need no per-task gradients:
             they take one backward of :math:`\sum_i L_i` whatever the method (not under DDP or ``task_params``).
         scaler: a ``torch.amp.GradScaler`` (fp16 training; pass the *unscaled* losses). The per-task
             gradients are taken of the scaled losses (no fp16 underflow) and unscaled before aggregating,
@@ -74,6 +81,10 @@ def backward(
             ``.grad`` receives the scaled update for ``scaler.step``. A non-finite Jacobian is not
             aggregated (the aggregator's state is untouched): it reaches ``.grad`` so that ``scaler.step``
             skips the step, and ``None`` is returned.
+        memory_budget: with ``method="auto"``, the most bytes the Jacobian ``T·n·itemsize`` of the shared
+            parameters may take (default 1 GiB): above it a ``GramianAggregator`` uses the ``"gramian"`` engine
+            (not under DDP, nor with ``representation=``); ``None``: never. Smaller models keep the loop or the
+            batched engine.
 
     Under ``torch.distributed`` (DDP) the loss values, the per-task gradients of the shared parameters and
     the heads' gradients are averaged over the ranks (one all-reduce), so every rank aggregates the
@@ -101,9 +112,9 @@ def backward(
         Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024 (``mtl_backward``).
 
     The steps, each its own module of this package: gather the losses (:mod:`._gather`) → choose an
-    engine (:mod:`._choose`: loop, batched, representation or summed) → the engine's Jacobian and the heads'
-    gradient → the reduction across ranks (:mod:`._reduce`, the one place) → the aggregator
-    (:mod:`._aggregate`) → the engine writes ``.grad``.
+    engine (:mod:`._choose`: loop, batched, representation, summed, gramian or fsdp2) → the engine's Jacobian
+    (or Gramian) and the heads' gradient → the reduction across ranks (:mod:`._reduce`, the one place; under
+    FSDP2 the Gramian of the shards) → the aggregator (:mod:`._aggregate`) → the engine writes ``.grad``.
 
     Note:
         TorchJD's ``mtl_backward`` stores the Jacobian in ``.jac`` and gives each head its own task's
@@ -112,19 +123,18 @@ def backward(
     """
     check_arguments(aggregator, method)
     with _checks.step(aggregator, read=not is_distributed()):  # the previous step's flags, read once here
-        return _backward(losses, shared_params, aggregator, representation, task_params, retain_graph, method, scaler)
+        return _backward(
+            losses, shared_params, aggregator, representation, task_params, retain_graph, method, scaler, memory_budget
+        )
 
 
 def _backward(  # noqa: PLR0913 - backward()'s steps, inside the checks' step
     losses: Any, shared_params: Any, aggregator: Any, representation: Any, task_params: Any,
-    retain_graph: bool, method: str, scaler: Any,
+    retain_graph: bool, method: str, scaler: Any, memory_budget: int | None = None,
 ) -> Tensor | None:
     task = gather_losses(losses, aggregator, scaler)
     shared = shared_params_of(shared_params)
-    if is_sharded(shared):  # FSDP2: per-shard Jacobian, the Gramian all-reduced (awloss.distributed)
-        return fsdp_backward(task.items, shared, aggregator, retain_graph, representation=representation,
-                             scale=task.scale)
-    engine = choose_engine(task, shared, aggregator, representation, task_params, method)
+    engine = choose_engine(task, shared, aggregator, representation, task_params, method, memory_budget)
     jac = reduce_jacobian(engine.jacobian(task, retain_graph), len(task.items))
     updates, overflow = aggregate(aggregator, jac, len(task.items), task.scale)
     engine.write(jac, updates, retain_graph)

@@ -1,5 +1,6 @@
 """Which engine computes the Jacobian: a function of the arguments, the aggregator's declared capabilities
-(``_uniform``, ``state_per_column``), the device and what the autograd graph contains."""
+(``_uniform``, ``state_per_column``, ``gramian_weights``), the device, whether the shared parameters are
+sharded (FSDP2) and what the autograd graph contains."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from typing import Any
 
 from torch import Tensor
 
-from ..aggregation._base import Aggregator
-from ..distributed import is_distributed
+from ..aggregation._base import Aggregator, GramianAggregator
+from ..distributed import is_distributed, is_sharded
 from . import _engine
 from ._batched import BatchedEngine
 from ._engine import Engine, cache_of
+from ._fsdp import FsdpEngine, check_fsdp
 from ._gather import Losses, as_params
 from ._graph import walk
+from ._gram import GramianEngine
 from ._loop import GradLoopEngine, LoopEngine
 from ._representation import RepresentationEngine
 from ._summed import SummedEngine
@@ -26,11 +29,19 @@ def choose_engine(
     representation: Tensor | None,
     task_params: Any,
     method: str,
+    budget: int | None = None,
 ) -> Engine:
     items, cache = losses.items, cache_of(aggregator)
+    if is_sharded(shared):  # FSDP2 (FSDP1's flat parameters raise here): the shards' Jacobian, G reduced
+        return FsdpEngine(shared, check_fsdp(shared, aggregator, representation, losses.scale))
     distributed = is_distributed()
     exclude = {id(p) for p in shared}
     if representation is not None:
+        if method == "gramian":
+            raise ValueError(
+                "Argument `method='gramian'` computes the Gramian of the shared parameters and cannot be combined "
+                "with `representation=` (per-task gradients of the feature): pass one or the other."
+            )
         _check_representation(representation, aggregator, distributed)
         exclude.add(id(representation))
     heads = None if task_params is None else [p for p in as_params(task_params, "task_params") if id(p) not in exclude]
@@ -44,6 +55,13 @@ def choose_engine(
     plain = heads is None and not distributed  # full backward passes would fire DDP's reducer hooks
     if plain and getattr(aggregator, "_uniform", False) and losses.scale is None:
         return SummedEngine(shared, cache)  # update = c·∇ΣLᵢ whatever `method`: one backward pass
+    if method == "gramian" or (method == "auto" and _over_budget(items, shared, aggregator, distributed, budget)):
+        if distributed:
+            raise NotImplementedError(
+                "awloss.backward(method='gramian') is not supported under torch.distributed (DDP) yet: the "
+                "Gramian of the global batch needs the cross-rank products. Use method='loop' or 'auto'."
+            )
+        return GramianEngine(shared, heads)
     if plain and not batched:
         return LoopEngine(shared, cache)
     if heads is None or batched:
@@ -52,6 +70,14 @@ def choose_engine(
         if batched and _engine.batches(method, graph.hard, graph.soft):
             return BatchedEngine(shared, heads, cache)
     return LoopEngine(shared, cache) if plain else GradLoopEngine(shared, heads, cache)
+
+
+def _over_budget(items: list[Tensor], shared: list[Tensor], aggregator: Aggregator, distributed: bool,
+                 budget: int | None) -> bool:
+    """``method="auto"``: the Jacobian ``T·n·itemsize`` would exceed ``budget`` bytes and only ``G`` is needed."""
+    if budget is None or distributed or not isinstance(aggregator, GramianAggregator):
+        return False
+    return len(items) * sum(p.numel() * p.element_size() for p in shared) > budget
 
 
 def _check_representation(representation: Any, aggregator: Aggregator, distributed: bool) -> None:

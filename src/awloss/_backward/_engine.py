@@ -4,8 +4,10 @@ An engine turns the per-task losses into a :class:`Jacobian` (``jacobian``) and 
 update back into ``.grad`` (``write``); everything between (the reduction across ranks, the aggregator)
 is the pipeline's. Engines: ``loop`` (one backward per task, :mod:`._loop`), ``grad_loop`` (one
 ``autograd.grad`` per task, under DDP or with ``task_params``), ``batched`` (one vmap-ed backward,
-:mod:`._batched`), ``representation`` (per-task gradients of a shared feature, :mod:`._representation`)
-and ``summed`` (GradMean/GradSum: one backward of ``ΣLᵢ``, :mod:`._summed`).
+:mod:`._batched`), ``representation`` (per-task gradients of a shared feature, :mod:`._representation`),
+``summed`` (GradMean/GradSum: one backward of ``ΣLᵢ``, :mod:`._summed`), ``gramian`` (``G = JJᵀ`` layer by
+layer, never ``J``, :mod:`._gram`) and ``fsdp2`` (shared parameters sharded by ``fully_shard``: per-task
+gradients of the shards, :mod:`._fsdp`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ class Jacobian:
     ``[T, n]`` block of the engine's own layout; ``heads`` and ``head_grads``: the task-specific parameters
     and their ``∇ΣLᵢ`` where the engine computed them; ``summed``: the one block is ``∇ΣLᵢ`` itself
     (constant-weight aggregators), not per-task rows, and ``present`` says which tasks it contains (an
-    absent task's zero row is left out of the weights, as the aggregator does on a Jacobian)."""
+    absent task's zero row is left out of the weights, as the aggregator does on a Jacobian);
+    ``shard_group``: the blocks are this rank's columns of a Jacobian sharded over that process group (FSDP2),
+    and the reduction step sets ``gramian``, the global ``JJᵀ``, which the aggregation step uses; the gramian
+    engine sets ``gramian`` with no blocks at all (the aggregation step then returns the weights alone)."""
 
     blocks: list[Any]
     params: list[Tensor] | None = None
@@ -36,6 +41,8 @@ class Jacobian:
     head_grads: list[Tensor | None] = field(default_factory=list)
     summed: bool = False
     present: list[bool] = field(default_factory=list)
+    shard_group: Any = None
+    gramian: Tensor | None = None
 
 
 class Engine:

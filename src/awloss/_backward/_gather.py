@@ -10,11 +10,11 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .._inputs import _split, as_loss_vector
-from ..aggregation._base import Aggregator
+from ..aggregation._base import Aggregator, GramianAggregator
 from ..distributed import is_distributed
 from ._reduce import reduce_loss_values
 
-METHODS = ("auto", "batched", "loop")
+METHODS = ("auto", "batched", "loop", "gramian")
 
 
 @dataclass
@@ -22,7 +22,9 @@ class Losses:
     """What the engines differentiate: ``items[t]`` is task ``t``'s scalar loss (a zero that depends on the
     graph for an absent task, so its Jacobian row is 0), transformed by the aggregator and scaled by the
     GradScaler; ``scale`` is that scale (``None`` without one); ``names`` the task names of a mapping;
-    ``present[t]`` is ``False`` for an absent (``None``) or constant task, whose Jacobian row is 0."""
+    ``present[t]`` is ``False`` for an absent (``None``) or constant task, whose Jacobian row is 0 (under
+    ``torch.distributed``: absent on every rank; a task absent on some ranks only has its value and gradient
+    path averaged over the ranks where it is present, see :func:`awloss.distributed.sync_task_losses`)."""
 
     items: list[Tensor]
     scale: float | None
@@ -34,7 +36,13 @@ def check_arguments(aggregator: Any, method: str) -> None:
     if not isinstance(aggregator, Aggregator):
         raise TypeError(f"Argument `aggregator` must be an awloss Aggregator, got {type(aggregator).__name__}.")
     if method not in METHODS:
-        raise ValueError(f"Argument `method` must be 'auto', 'batched' or 'loop', got {method!r}.")
+        raise ValueError(f"Argument `method` must be 'auto', 'batched', 'loop' or 'gramian', got {method!r}.")
+    if method == "gramian" and not isinstance(aggregator, GramianAggregator):
+        raise ValueError(
+            f"Argument `method='gramian'` needs an aggregator whose weights depend on the Gramian G = JJᵀ only "
+            f"(a GramianAggregator: UPGrad, MGDA, PCGrad, ...); {type(aggregator).__name__} needs the Jacobian "
+            "itself: use method='loop', 'batched' or 'auto'."
+        )
 
 
 def gather_losses(losses: Any, aggregator: Aggregator, scaler: Any) -> Losses:
@@ -68,7 +76,7 @@ def gather_losses(losses: Any, aggregator: Aggregator, scaler: Any) -> Losses:
         zero = L.new_zeros(()) * L.sum()
         items = [zero if x is None else x for x in items]
     items = [x if x.dtype == L.dtype else x.to(L.dtype) for x in items]
-    items = reduce_loss_values(items, names, error)  # under DDP: a rank's error raises on every rank
+    items, present = reduce_loss_values(items, names, error, present)  # under DDP: an error raises on every rank
     items = aggregator.transform_items(items)  # a declared capability: identity unless overridden (DB-MTL: log)
     scale = None
     if scaler is not None and scaler.is_enabled():

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .._inputs import as_loss_vector, check_int
-from ..distributed import _should_sync, is_distributed, maybe_sync, sync_update_losses
+from ..distributed import is_distributed, maybe_sync, sync_update_losses
 
 __all__ = ["Weighting"]
 
@@ -42,8 +42,9 @@ class Weighting(nn.Module):
     A task given as ``None`` is absent from the batch: it is left out of the method's normalisation and
     state, its weight is reported as 0, and the other tasks are weighed as if ``T - 1`` tasks were given.
     Methods without per-task state set ``absent_by_subset = True`` and simply run on the present losses;
-    the others read :meth:`_present_mask` in ``forward``. (Under DDP a synchronised call averages the
-    ranks' losses, a ``None`` counting as 0 on its rank, so that every rank computes the same weights.)
+    the others read :meth:`_present_mask` in ``forward``. (Under DDP a synchronised call averages each
+    task's loss over the ranks where it is present, so every rank computes the same weights; a task is
+    absent when it is ``None`` on every rank.)
 
     Under ``torch.distributed`` (DDP) the losses' values are averaged over the ranks before
     :meth:`forward`, so every rank computes the same weights and state; see
@@ -136,12 +137,7 @@ class Weighting(nn.Module):
             local = functools.partial(self._local_loss_vector, fused=fused, poll=poll)
         if not sync:
             return local(losses)
-        vec = maybe_sync(self, local, losses)
-        if self._absent and _should_sync(self):
-            # The ranks average their losses and must weigh them alike, but a task may be None on one rank
-            # only: a synchronised call counts None as a loss of 0 on its rank (the ranks' mean), as before.
-            self.__dict__["_absent"] = ()
-        return vec
+        return maybe_sync(self, local, losses)  # synced: `_absent` = the tasks absent on every rank
 
     def _local_loss_vector(
         self, losses: tuple[Any, ...], *, fused: bool = False, poll: bool = False, immediate: bool = False

@@ -1,0 +1,228 @@
+"""``awloss.backward(method="gramian")``: the Gramian built layer by layer equals the Jacobian path's.
+
+The oracle is the loop engine (``method="loop"``: one full backward per task into ``J``, then ``JJᵀ``): the
+weights and every ``.grad`` (shared parameters and heads) must agree within 1e-5 relative in float32 and
+1e-10 in float64, on every architecture the engine covers and on those it only falls back on (an LSTM).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import awloss
+from awloss.aggregation import GramianAggregator
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+GRAMIAN = [n for n in awloss.available("aggregator") if issubclass(awloss.get_class(n), GramianAggregator)]
+
+
+class Seq(nn.Module):
+    """Token model: embedding -> TransformerEncoder -> mean over the sequence."""
+
+    def __init__(self, batch_first: bool, tied: bool = False) -> None:
+        super().__init__()
+        self.batch_first, self.tied = batch_first, tied
+        self.emb = nn.Embedding(11, 8, padding_idx=0)
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=batch_first)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    def forward(self, x):
+        h = self.emb(x) if self.batch_first else self.emb(x).transpose(0, 1)
+        h = self.enc(h)
+        if self.tied:  # weight tying: the embedding matrix is also the output projection
+            h = h @ self.emb.weight.T
+        return h.mean(1 if self.batch_first else 0)
+
+
+class Twice(nn.Module):
+    """One Linear applied by two layers (the same weight used twice), and an LSTM (no rule: the fallback)."""
+
+    def __init__(self, lstm: bool = False) -> None:
+        super().__init__()
+        self.inp, self.mid = nn.Linear(5, 6), nn.Linear(6, 6)
+        self.lstm = nn.LSTM(6, 6, batch_first=True) if lstm else None
+
+    def forward(self, x):
+        h = torch.tanh(self.mid(torch.tanh(self.mid(self.inp(x)))))
+        if self.lstm is not None:
+            h = self.lstm(h)[0][:, -1]
+        return h
+
+
+class Cross(nn.Module):
+    """Cross-attention (``in_proj_weight`` split into q and kv: the fallback), a transposed convolution, a sparse
+    embedding (its dense per-task block, as the loop engine's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(9, 4, sparse=True)
+        self.att = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.up = nn.ConvTranspose1d(4, 3, 3, stride=2)
+
+    def forward(self, x):
+        q = self.emb(x)
+        h = self.att(q, q[:, :2], q[:, :2])[0]
+        return self.up(h.transpose(1, 2)).mean(2)
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 6, bias=False), nn.Tanh()), torch.randn(7, 5), 6
+
+
+def cnn(eval_bn: bool = False):
+    trunk = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, groups=2),
+        nn.GroupNorm(2, 4), nn.Flatten(1, 2), nn.Conv1d(8, 3, 2), nn.Flatten(), nn.Linear(3, 6), nn.LayerNorm(6),
+    )
+    if eval_bn:
+        trunk[1].eval()
+        trunk[1].running_mean.uniform_(-1, 1)
+    return trunk, torch.randn(3, 2, 6, 6), 6
+
+
+ARCHS = {
+    "mlp": mlp,
+    "cnn_batchnorm": cnn,
+    "cnn_batchnorm_eval": lambda: cnn(True),
+    "transformer_batch_first": lambda: (Seq(True), torch.randint(0, 11, (3, 5)), 8),
+    "transformer_seq_first": lambda: (Seq(False), torch.randint(0, 11, (3, 5)), 8),
+    "embedding_tied": lambda: (Seq(True, tied=True), torch.randint(0, 11, (3, 5)), 11),
+    "lstm_fallback": lambda: (Twice(lstm=True), torch.randn(3, 4, 5), 6),
+    "linear_used_twice": lambda: (Twice(), torch.randn(7, 5), 6),
+    "cross_attention_sparse": lambda: (Cross(), torch.randint(0, 9, (3, 5)), 3),
+}
+
+
+def step(arch, method, dtype, name="upgrad", T=3, absent=(), zero=()):
+    """One ``awloss.backward`` from fresh ``.grad``; returns the weights and every parameter's ``.grad``."""
+    torch.manual_seed(0)
+    trunk, x, width = ARCHS[arch]()
+    heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(T))
+    trunk.to(dtype), heads.to(dtype)
+    x = x.to(dtype) if x.is_floating_point() else x
+    f = trunk(x)
+    losses = [(h(f).squeeze(-1) - i).pow(2).mean() for i, h in enumerate(heads)]
+    losses = [None if i in absent else 0.0 * L if i in zero else L for i, L in enumerate(losses)]
+    agg = awloss.get_class(name)._make_example(T - len(absent))
+    torch.manual_seed(7)
+    w = awloss.backward(losses, trunk.parameters(), agg, method=method)
+    return w, [p.grad for p in [*trunk.parameters(), *heads.parameters()]]
+
+
+def assert_same(a, b, dtype):
+    wa, ga = a
+    wb, gb = b
+    tol = TOL[dtype]
+    torch.testing.assert_close(wb, wa, rtol=tol, atol=tol * wa.abs().max())
+    scale = max(g.to_dense().abs().max() for g in ga if g is not None)  # a gradient that is 0 by symmetry (a bias before
+    for x, y in zip(ga, gb):  # BatchNorm) is compared at the scale of the others, not at its own round-off
+        assert (x is None) == (y is None)
+        if x is not None:
+            torch.testing.assert_close(y.to_dense(), x.to_dense(), rtol=tol, atol=tol * scale)
+
+
+@pytest.fixture
+def rules(monkeypatch):
+    """Every parameter that has a rule goes through it (Δ of its node's output), none through its own block:
+    at these sizes the engine would otherwise let autograd compute the small blocks directly."""
+    from awloss._backward import _gram
+
+    monkeypatch.setattr(_gram, "DIRECT_BYTES", 0)
+
+
+@pytest.mark.parametrize("route", ["rules", "default"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_the_gramian_engine_equals_the_jacobian_path(arch, dtype, route, request):
+    if route == "rules":
+        request.getfixturevalue("rules")
+    assert_same(step(arch, "loop", dtype), step(arch, "gramian", dtype), dtype)
+
+
+@pytest.mark.parametrize("name", GRAMIAN)
+def test_every_gramian_aggregator_gets_the_same_weights_and_grad(name, rules):
+    assert_same(step("cnn_batchnorm", "loop", torch.float64, name), step("cnn_batchnorm", "gramian", torch.float64, name),
+                torch.float64)
+
+
+@pytest.mark.parametrize("case", [{"T": 1}, {"absent": (1,)}, {"zero": (0,)}, {"T": 4, "absent": (3,), "zero": (1,)}])
+def test_one_task_an_absent_task_and_a_zero_loss(case, rules):
+    for dtype in (torch.float32, torch.float64):
+        assert_same(step("transformer_batch_first", "loop", dtype, **case),
+                    step("transformer_batch_first", "gramian", dtype, **case), dtype)
+
+
+def test_the_linear_gramian_by_rows_equals_the_jacobian_whichever_way_it_is_computed(monkeypatch):
+    """Both ways of the Linear rule (the per-sample identity, chunks of ``J``) and a chunk of one row."""
+    from awloss._backward import _gram as _gramian
+
+    torch.manual_seed(0)
+    a, d = torch.randn(5, 7, dtype=torch.float64), torch.randn(3, 5, 4, dtype=torch.float64)
+    J = torch.einsum("tno,ni->toi", d, a).reshape(3, -1)
+    torch.testing.assert_close(_gramian._rows_gramian(a, d), J @ J.T)  # N = 5 < d_in: the identity
+    a1, d1 = torch.randn(50, 2, dtype=torch.float64), torch.randn(3, 50, 4, dtype=torch.float64)
+    J1 = torch.einsum("tno,ni->toi", d1, a1).reshape(3, -1)
+    torch.testing.assert_close(_gramian._rows_gramian(a1, d1), J1 @ J1.T)  # N = 50 > d_in: J in one chunk
+    monkeypatch.setattr(_gramian, "CHUNK_BYTES", 1)
+    a2, d2 = torch.randn(40, 3, dtype=torch.float64), torch.randn(3, 40, 4, dtype=torch.float64)
+    J2 = torch.einsum("tno,ni->toi", d2, a2).reshape(3, -1)
+    torch.testing.assert_close(_gramian._rows_gramian(a2, d2), J2 @ J2.T)  # N large: J by chunks of one row
+
+
+def test_heads_given_as_task_params_and_retain_graph():
+    torch.manual_seed(0)
+    trunk, x, width = mlp()
+    heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(2))
+    f = trunk(x)
+    losses = [h(f).pow(2).mean() for h in heads]
+    ref = [torch.autograd.grad(sum(losses), list(heads.parameters()), retain_graph=True)]
+    awloss.backward(losses, trunk.parameters(), awloss.get("mgda"), method="gramian",
+                    task_params=heads.parameters(), retain_graph=True)
+    for p, g in zip(heads.parameters(), ref[0]):
+        torch.testing.assert_close(p.grad, g)
+    sum(losses).backward()  # the graph was kept
+
+
+def test_a_method_that_needs_the_jacobian_says_so():
+    trunk, x, width = mlp()
+    heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(2))
+    f = trunk(x)
+    losses = [h(f).pow(2).mean() for h in heads]
+    with pytest.raises(ValueError, match=r"method='gramian'.*GradDrop needs the Jacobian.*method='loop'"):
+        awloss.backward(losses, trunk.parameters(), awloss.get("graddrop"), method="gramian")
+    with pytest.raises(ValueError, match="cannot be combined with `representation=`"):
+        awloss.backward(losses, trunk.parameters(), awloss.get("upgrad"), method="gramian", representation=f)
+
+
+def test_auto_chooses_the_gramian_engine_over_the_memory_budget_only(monkeypatch):
+    from awloss._backward import _choose
+    from awloss._backward._gather import gather_losses
+
+    trunk, x, width = mlp()
+    heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(2))
+    shared = list(trunk.parameters())
+    n_bytes = 2 * sum(p.numel() * p.element_size() for p in shared)
+
+    def chosen(name, budget):
+        f = trunk(x)
+        task = gather_losses([h(f).pow(2).mean() for h in heads], awloss.get(name), None)
+        return _choose.choose_engine(task, shared, awloss.get(name), None, None, "auto", budget).name
+
+    assert chosen("upgrad", n_bytes) == "loop" and chosen("upgrad", None) == "loop"
+    assert chosen("upgrad", n_bytes - 1) == "gramian"
+    assert chosen("graddrop", n_bytes - 1) == "loop"  # needs J: the budget does not apply
+    assert chosen("grad_sum", n_bytes - 1) == "summed"  # one backward of ΣLᵢ is cheaper still
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn_batchnorm", "transformer_batch_first", "transformer_seq_first"])
+def test_these_architectures_need_no_fallback(arch, monkeypatch, rules):
+    """Every shared parameter of these models has a rule (no per-parameter Jacobian block is formed)."""
+    from awloss._backward import _gram as _gramian
+
+    engines = []
+    init = _gramian.GramianEngine.__init__
+    monkeypatch.setattr(_gramian.GramianEngine, "__init__", lambda self, *a: (engines.append(self), init(self, *a))[1])
+    step(arch, "gramian", torch.float64)
+    assert engines[0].fallback == [] and len(engines[0].covered) > 0
