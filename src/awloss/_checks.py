@@ -21,6 +21,7 @@ see them.
 from __future__ import annotations
 
 import contextlib
+import sys
 import math
 import threading
 import weakref
@@ -176,6 +177,7 @@ def poll(module: Any, *, wait: bool = False) -> None:
                 if not wait and len(pending) <= _MAX_OUTSTANDING:
                     return
                 p.event.synchronize()
+            assert p.host is not None  # (a CUDA flag: copied to pinned host memory, with its event)
             ok = _fine(p.host)
         else:
             ok = _fine(p.flag)
@@ -187,7 +189,8 @@ def poll(module: Any, *, wait: bool = False) -> None:
             for report in p.reports:
                 report(module)
         except Exception as e:  # the report's own error, with a note on where it comes from
-            e.add_note(_NOTE)
+            if sys.version_info >= (3, 11):  # (no notes on 3.10: the error as it is)
+                e.add_note(_NOTE)
             raise
 
 

@@ -66,13 +66,17 @@ of the used-parameter flags.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # (a cycle at run time: weighting._base imports this module)
+    from .weighting._base import Weighting
 
 __all__ = [
     "is_distributed",
@@ -161,7 +165,7 @@ def sync_losses(losses: Tensor, group: Any = None) -> Tensor:
     return mean + (losses - losses.detach())
 
 
-def _should_sync(weighting: nn.Module) -> bool:
+def _should_sync(weighting: Weighting) -> bool:
     """Decide for one call of ``weighting`` whether to all-reduce its losses; warn when it should but won't."""
     group = getattr(weighting, "process_group", None)
     if not is_distributed(group):
@@ -186,7 +190,7 @@ def _should_sync(weighting: nn.Module) -> bool:
     return False
 
 
-def maybe_sync(weighting: nn.Module, local: Callable[[Any], Tensor], losses: Any) -> Tensor:
+def maybe_sync(weighting: Weighting, local: Callable[[Any], Tensor], losses: Any) -> Tensor:
     """Hook called by :class:`~awloss.weighting.Weighting` on every call (see the module docstring).
 
     ``local(losses)`` builds and checks this rank's loss vector. When the call syncs, its errors do not
@@ -201,7 +205,7 @@ def maybe_sync(weighting: nn.Module, local: Callable[[Any], Tensor], losses: Any
     return _synced_vector(weighting, "call", local, losses)
 
 
-def sync_update_losses(weighting: nn.Module, losses: tuple[Any, ...]) -> tuple[Any, ...]:
+def sync_update_losses(weighting: Weighting, losses: tuple[Any, ...]) -> tuple[Any, ...]:
     """The arguments of a weighting's ``update(*losses)``, averaged over the ranks when it syncs.
 
     ``update`` runs after ``optimizer.step()``, usually under ``torch.no_grad()``; it syncs whenever the
@@ -215,7 +219,7 @@ def sync_update_losses(weighting: nn.Module, losses: tuple[Any, ...]) -> tuple[A
         return losses
 
     def local(ls: Any) -> Tensor:
-        return weighting._loss_vector(ls, sync=False)  # type: ignore[operator]
+        return weighting._loss_vector(ls, sync=False)
 
     vec = _synced_vector(weighting, "update", local, losses).detach()
     absent = set(weighting.__dict__.get("_absent", ()))  # the tasks absent on every rank stay absent
@@ -355,14 +359,15 @@ def _fail_together(what: str, layout: dict[str, Any], error: BaseException | Non
             "travelled with the all-reduce), so the ranks stay in step: skipping this batch on every rank is safe."
         )
         if error is not None:
-            error.add_note(text)
+            if sys.version_info >= (3, 11):  # (no notes on 3.10: the error as it is)
+                error.add_note(text)
             raise error
         raise _KNOWN_ERRORS.get(kind, RuntimeError)(text)
     lines = "; ".join(f"rank {r}: {d}" for r, _, d in seen)
     raise RankMismatchError(f"The ranks disagree on {what}: {lines}. {_RULE}")
 
 
-def _agree_first_call(weighting: nn.Module, kind: str, vec: Tensor | None, error: BaseException | None,
+def _agree_first_call(weighting: Weighting, kind: str, vec: Tensor | None, error: BaseException | None,
                       group: Any) -> Tensor | None:
     """First synced call of ``weighting``: agree on the layout; align a mapping's names to rank 0's order.
 
@@ -396,7 +401,7 @@ def _agree_first_call(weighting: nn.Module, kind: str, vec: Tensor | None, error
     raise RankMismatchError(f"The ranks disagree on {what}: {lines}. {_RULE}")
 
 
-def _synced_vector(weighting: nn.Module, kind: str, local: Callable[[Any], Tensor], losses: Any) -> Tensor:
+def _synced_vector(weighting: Weighting, kind: str, local: Callable[[Any], Tensor], losses: Any) -> Tensor:
     """``local(losses)`` averaged over the ranks (value) with this rank's gradient path, all ranks or none.
 
     One all-reduce of ``[header, losses, present]`` (two when the weighting has no fixed ``num_tasks``: the
@@ -419,7 +424,7 @@ def _synced_vector(weighting: nn.Module, kind: str, local: Callable[[Any], Tenso
         broadcast_state(weighting, group=group)
         weighting._awloss_state_broadcast = True
     world = world_size(group)
-    fixed: int | None = weighting.num_tasks  # type: ignore[attr-defined, assignment]
+    fixed = weighting.num_tasks
     T = int(vec.numel()) if vec is not None else fixed
     names = getattr(weighting, "_task_names", None)
     layout = {"op": f"{type(weighting).__name__}.{kind}", "tasks": T, "names": None if names is None else list(names)}
@@ -554,11 +559,12 @@ def reduce_jacobian(
         try:
             _fail_together("awloss.backward()", layout, None, group)
         except RankMismatchError as e:
-            e.add_note(
-                "If the task-specific parameters differ: awloss finds them in each rank's graph, so a task absent "
-                "(None) on some ranks, or a branch taken on some ranks only, changes them; pass `task_params=` "
-                "(the same list on every rank, e.g. `model.heads.parameters()`) and awloss zero-fills the rest."
-            )
+            if sys.version_info >= (3, 11):  # (no notes on 3.10: the error as it is)
+                e.add_note(
+                    "If the task-specific parameters differ: awloss finds them in each rank's graph, so a task absent "
+                    "(None) on some ranks, or a branch taken on some ranks only, changes them; pass `task_params=` "
+                    "(the same list on every rank, e.g. `model.heads.parameters()`) and awloss zero-fills the rest."
+                )
             raise
     dtype = ref.dtype if ref is not None else (shared[0].dtype if shared else torch.get_default_dtype())
     for b in [*blocks, *head_grads]:

@@ -148,5 +148,5 @@ def test_nash_mtl_solves_the_bargaining_equation(J):
     agg(J)
     a = agg.weights
     G = J @ J.T
-    ridge = 1e-9 * G.diagonal().mean() * a  # the solver's ridge keeps f bounded for dependent gradients
+    ridge = 1e-9 * G.diagonal() * a  # the solver's ridge on G normalised by its diagonal (dependent gradients)
     assert ((G @ a - 1.0 / a).abs() <= 1e-6 / a + 2 * ridge).all()

@@ -172,8 +172,24 @@ def test_nash_mtl_retries_cold_when_the_warm_start_fails():
         _no_fallback("nash_mtl", J2, agg)
         a = agg.weights
         G = J2 @ J2.T
-        ridge = 1e-9 * G.diagonal().mean() * a  # the solver's ridge (see test_aggregator_properties)
+        ridge = 1e-9 * G.diagonal() * a  # the solver's ridge (see test_aggregator_properties)
         assert ((G @ a - 1 / a).abs() <= 1e-6 / a + 2 * ridge).all()
+
+
+@pytest.mark.parametrize("scale", [1e-5, 1e-8, 1e5])
+def test_nash_mtl_bargains_for_a_task_of_another_scale(scale):
+    """Found by the aggregator long runs (issue 11 §7): the solver's ridge was relative to the mean of diag(G),
+    so a task 1e-5 times smaller than the others was swamped by it and its share αᵢ(Gα)ᵢ (1 for every task at
+    the bargaining solution Gα = 1/α) fell to 0.2 (1e-5) or 1e-5 (1e-8), with the solver reporting success.
+    Nash-MTL is scale invariant (αᵢ ∝ 1/‖gᵢ‖): the solve now runs on G normalised by its diagonal."""
+    g = torch.Generator().manual_seed(0)
+    J = torch.randn(3, 6, generator=g, dtype=torch.float64) * torch.tensor([[1.0], [1.0], [scale]]).double()
+    for dtype in (torch.float64, torch.float32):
+        agg = awloss.get("nash_mtl", max_norm=0.0)
+        _no_fallback("nash_mtl", J.to(dtype), agg)
+        a = agg.weights.double()
+        share = a * (J @ J.T @ a)
+        torch.testing.assert_close(share, torch.ones(3, dtype=torch.float64), rtol=1e-4, atol=0)
 
 
 def test_nash_mtl_falls_back_to_the_last_certified_weights(monkeypatch):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -70,15 +70,17 @@ def aggregate(aggregator: Aggregator, jac: Jacobian, T: int, scale: float | None
     """
     if jac.summed:
         return _summed(aggregator, jac.blocks[0], jac.present), False  # type: ignore[arg-type]
-    if jac.gramian is not None and not jac.blocks:  # the gramian engine: the weights alone (it writes Σ wᵢ∇Lᵢ)
-        G = jac.gramian
-        if scale is None:
-            return [aggregator.gramian_weights(G)], False  # type: ignore[attr-defined]
-        if not bool(torch.isfinite(G).all()):
-            return [G.new_ones(T)], True
-        return [aggregator.gramian_weights(G / (scale * scale))], False  # type: ignore[attr-defined]
-    if jac.gramian is not None:  # a sharded Jacobian (FSDP2): the weights from the reduced Gramian
-        w = aggregator.gramian_weights(jac.gramian)  # type: ignore[attr-defined, operator]
+    if jac.gramian is not None:
+        gram = cast(GramianAggregator, aggregator)  # (the gramian and FSDP2 engines serve only these)
+        if not jac.blocks:  # the gramian engine: the weights alone (it writes Σ wᵢ∇Lᵢ)
+            G = jac.gramian
+            if scale is None:
+                return [gram.gramian_weights(G)], False
+            if not bool(torch.isfinite(G).all()):
+                return [G.new_ones(T)], True
+            return [gram.gramian_weights(G / (scale * scale))], False
+        # a sharded Jacobian (FSDP2): the weights from the reduced Gramian
+        w = gram.gramian_weights(jac.gramian)
         return [torch.tensordot(w.to(b.dtype), b, dims=1) for b in jac.blocks], False
     if scale is None:
         return _aggregate(aggregator, jac.blocks, T), False

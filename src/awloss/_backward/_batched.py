@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
@@ -29,7 +31,7 @@ def batched_grads(
     )
     heads: list[Tensor | None] = [None] * len(extra)
     if extra:
-        heads = list(torch.autograd.grad(sum(items), extra, retain_graph=retain, allow_unused=True))
+        heads = list(torch.autograd.grad(cast(Tensor, sum(items)), extra, retain_graph=retain, allow_unused=True))
     return list(out), heads
 
 

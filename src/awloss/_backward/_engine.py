@@ -123,10 +123,10 @@ def batches(method: str, hard: str | None, soft: str | None) -> bool:
 # Per-aggregator Jacobian buffers, kept OUTSIDE the aggregator: in its ``__dict__`` they were pickled,
 # deep-copied and torch.save'd with it, and the copy's buffer no longer aliased its per-parameter views
 # while the cache key still matched, so the shared parameters got gradient 0 forever (issue 11 §3).
-_CACHES: weakref.WeakKeyDictionary[Any, dict] = weakref.WeakKeyDictionary()
+_CACHES: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
 
-def cache_of(aggregator: Any) -> dict:
+def cache_of(aggregator: Any) -> dict[Any, Any]:
     cache = _CACHES.get(aggregator)
     if cache is None:
         cache = _CACHES[aggregator] = {}
@@ -136,7 +136,7 @@ def cache_of(aggregator: Any) -> dict:
 class BlocksEngine(Engine):
     """An engine whose Jacobian is one block ``[T, *p.shape]`` per shared parameter, with the heads' ``∇ΣLᵢ``."""
 
-    def __init__(self, shared: list[Tensor], heads: list[Tensor], cache: dict) -> None:
+    def __init__(self, shared: list[Tensor], heads: list[Tensor], cache: dict[Any, Any]) -> None:
         self.shared, self.heads, self.cache = shared, heads, cache
 
     def grads(self, items: list[Tensor], retain: bool) -> tuple[list[Tensor | None], list[Tensor | None]]:

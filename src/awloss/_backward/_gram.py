@@ -77,8 +77,9 @@ def _direct(p: Tensor, uses: list[Use], T: int) -> bool:
     """Whether autograd should compute ``p``'s per-task gradient itself in the passes (its block is then held):
     yes for the uses whose block costs what the Δ route costs (a convolution's, a norm's, a bias's, a Linear
     whose batch is larger than its input width), no where the per-sample identity saves the weight gradients."""
-    if all(u.rows is not None and u.transposed == uses[0].transposed for u in uses):
-        N, i = sum(u.rows.shape[0] for u in uses), uses[0].rows.shape[1]  # type: ignore[union-attr]
+    rows = [u.rows for u in uses if u.rows is not None]
+    if len(rows) == len(uses) and all(u.transposed == uses[0].transposed for u in uses):
+        N, i = sum(r.shape[0] for r in rows), rows[0].shape[1]
         return not _identity_cheaper(T, N, i, p.numel() // i)
     return True
 
@@ -151,9 +152,10 @@ class GramianEngine(Engine):
                 ds = [d for d in ds if d is not None]
                 if not uses:
                     continue
-            if all(u.rows is not None and u.transposed == uses[0].transposed for u in uses):
-                a = torch.cat([u.rows for u in uses])  # a parameter used twice: its rows side by side
-                d = torch.cat([(d * u.alpha).reshape(T, u.rows.shape[0], -1) for u, d in zip(uses, ds)], dim=1)
+            rows = [u.rows for u in uses if u.rows is not None]
+            if len(rows) == len(uses) and all(u.transposed == uses[0].transposed for u in uses):
+                a = torch.cat(rows)  # a parameter used twice: its rows side by side
+                d = torch.cat([(d * u.alpha).reshape(T, r.shape[0], -1) for u, r, d in zip(uses, rows, ds)], dim=1)
                 G = G + _rows_gramian(a, d).to(G.dtype)
                 continue
             if len(uses) == 1 and uses[0].block is not None:
@@ -161,9 +163,9 @@ class GramianEngine(Engine):
             else:
                 J = sum(u.grad(d) for u, d in zip(uses, ds)).reshape(T, -1)  # type: ignore[union-attr]
             G = G + (J @ J.T).to(G.dtype)
-        for J in self.blocks:
-            if J is not None:
-                J = J.reshape(T, -1)
+        for block in self.blocks:
+            if block is not None:
+                J = block.reshape(T, -1)
                 G = G + (J @ J.T).to(G.dtype)
         return 0.5 * (G + G.T)
 
@@ -171,7 +173,7 @@ class GramianEngine(Engine):
         (w,) = updates
         dw = {n: None if d is None else torch.tensordot(w.to(d.dtype), d, dims=1)[None] for n, d in self.delta.items()}
         for p, uses in self.covered:
-            gs = [u.grad(dw[u.node])[0] for u in uses if dw[u.node] is not None]
+            gs = [u.grad(d)[0] for u in uses if (d := dw[u.node]) is not None]
             if gs:
                 accumulate(p, sum(gs))  # type: ignore[arg-type]
         for p, J in zip(self.blocked, self.blocks):

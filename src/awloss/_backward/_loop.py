@@ -8,7 +8,8 @@ are given) and copies into per-parameter buffers. Both reuse their buffers acros
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -19,11 +20,13 @@ from ._gather import Losses
 _ENGINE = getattr(torch.autograd.Variable, "_execution_engine", None)  # what torch.autograd.backward calls
 
 
-def _key(params: list[Tensor], T: int) -> tuple:
+def _key(params: list[Tensor], T: int) -> tuple[Any, ...]:
     return tuple((tuple(p.shape), p.dtype, p.device) for p in params) + (T,)
 
 
-def loop_backward(items: list[Tensor], shared: list[Tensor], retain: bool, cache: dict) -> tuple[Tensor, list[bool]]:
+def loop_backward(
+    items: list[Tensor], shared: list[Tensor], retain: bool, cache: dict[Any, Any]
+) -> tuple[Tensor, list[bool]]:
     """One full ``backward`` per task; returns the flat ``[T, n]`` buffer and which parameters got a gradient.
 
     Before task ``t``'s backward, each shared parameter's ``.grad`` is set to its slice of row ``t`` of the
@@ -52,15 +55,15 @@ def loop_backward(items: list[Tensor], shared: list[Tensor], retain: bool, cache
     saved = [p.grad for p in shared]
     current = [0]
 
-    def make_mark(k: int):  # type: ignore[no-untyped-def]
+    def make_mark(k: int) -> Callable[[Tensor], None]:
         def mark(p: Tensor) -> None:
             used[k] = True
 
         return mark
 
-    def make_copy(k: int):  # type: ignore[no-untyped-def]
+    def make_copy(k: int) -> Callable[[Tensor], None]:
         def copy(p: Tensor) -> None:
-            views[k][current[0]].copy_(p.grad)
+            views[k][current[0]].copy_(cast(Tensor, p.grad))  # (a post-accumulate hook: .grad is set)
             used[k] = True
             p.grad = None
 
@@ -99,7 +102,7 @@ def loop_backward(items: list[Tensor], shared: list[Tensor], retain: bool, cache
 
 
 def grad_loop(
-    items: list[Tensor], inputs: list[Tensor], extra: list[Tensor], retain: bool, cache: dict
+    items: list[Tensor], inputs: list[Tensor], extra: list[Tensor], retain: bool, cache: dict[Any, Any]
 ) -> tuple[list[Tensor | None], list[Tensor | None]]:
     """Per-task gradients of ``inputs`` as ``[T, *shape]`` blocks (``None`` if unused), ``∇ΣLᵢ`` of ``extra``."""
     T = len(items)
@@ -122,7 +125,8 @@ def grad_loop(
                 seen[k] = True
         for k, g in enumerate(gs[n_in:]):
             if g is not None:
-                heads[k] = g if heads[k] is None else heads[k] + g
+                h = heads[k]
+                heads[k] = g if h is None else h + g
     return [b if s else None for b, s in zip(bufs, seen)], heads
 
 
@@ -131,7 +135,7 @@ class LoopEngine(Engine):
 
     name = "loop"
 
-    def __init__(self, shared: list[Tensor], cache: dict) -> None:
+    def __init__(self, shared: list[Tensor], cache: dict[Any, Any]) -> None:
         self.shared, self.cache = shared, cache
         self.used: list[bool] = []
 

@@ -9,6 +9,8 @@ adds its ``∇ΣLᵢ``, like the heads, which receive ``∇ΣLᵢ`` in the same 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -25,7 +27,7 @@ class RepresentationEngine(Engine):
 
     name = "representation"
 
-    def __init__(self, shared: list[Tensor], z: Tensor, above: Walk, batched: bool, cache: dict) -> None:
+    def __init__(self, shared: list[Tensor], z: Tensor, above: Walk, batched: bool, cache: dict[Any, Any]) -> None:
         self.shared, self.z, self.heads, self.batched, self.cache = shared, z, above.leaves, batched, cache
         ids = {id(p) for p in shared}
         met = above.met | walk([z], None, ids).met  # bypassing z | below z

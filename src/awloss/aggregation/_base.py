@@ -60,6 +60,8 @@ class Aggregator(nn.Module):
     #: solve treats zero rows (Krum's masks, PCD's primary row 0); the base leaves them in.
     zero_rows: ClassVar[str] = "left_out"
     check: bool | str = True  # True / "deferred" (default), "immediate" or False
+    _fallback_warned: bool  # set on an instance by its first SolverFallbackWarning
+    step: Tensor  # buffer of the stateful methods, registered by `_init_step_counter` (the call count)
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,7 +71,7 @@ class Aggregator(nn.Module):
         self._rows: Tensor | None = None
 
     # ------------------------------------------------------------------ call
-    def __call__(self, jacobian: Tensor) -> Tensor:  # type: ignore[override]
+    def __call__(self, jacobian: Tensor) -> Tensor:
         """Aggregate ``jacobian`` (``Tensor[T, ...]``, one row per task) into one update ``Tensor[...]``.
 
         The update is not differentiable (like TorchJD's): the weights are a choice made from the
@@ -80,6 +82,7 @@ class Aggregator(nn.Module):
             self._checks = []
             J2 = J.reshape(J.shape[0], -1).detach()
             rows = None
+            out: Tensor
             if not isinstance(self, GramianAggregator) and not self.stateful and self.zero_rows == "left_out":
                 rows = _nonzero_rows_of(J2)  # stateless methods: solve the T - 1 task problem (Gramian ones: below)
             if rows is None:

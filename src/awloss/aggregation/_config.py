@@ -56,12 +56,13 @@ class ConFIG(GramianAggregator):
         G = gramian.to(work_dtype(gramian))
         G = 0.5 * (G + G.T)
         norms = G.diagonal().clamp_min(0).sqrt()
-        inv = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0)
+        inv: Tensor = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0)
         Gu = G * inv[:, None] * inv[None, :]
         pinv = torch.linalg.pinv(Gu, hermitian=True, rtol=T * torch.finfo(gramian.dtype).eps)
         one = torch.ones(T, dtype=G.dtype, device=G.device)
         y = pinv @ one  # d̂ = Uᵀy
         dd = (one * y).sum().clamp_min(0)  # ‖d̂‖² = 1ᵀG_u⁺1
         length_times = (norms * (Gu @ y)).sum()  # Σ g_iᵀ d̂ = 1ᵀ D G_u y
-        scale = torch.where(dd > 0, length_times / torch.where(dd > 0, dd, 1.0), 0.0)
-        return scale * inv * y
+        scale: Tensor = torch.where(dd > 0, length_times / torch.where(dd > 0, dd, 1.0), 0.0)
+        w: Tensor = scale * inv * y
+        return w

@@ -62,6 +62,8 @@ class CRMOGM(Aggregator):
     name = "cr_mogm"
     aliases = ("crmogm",)
     stateful = True
+    initial_weights: Tensor  # buffers (registered in __init__)
+    ema_weights: Tensor
 
     def __init__(self, aggregator: str | Aggregator = "mgda", alpha: float = 0.9,
                  initial_weights: Any = None) -> None:
@@ -114,7 +116,9 @@ class CRMOGM(Aggregator):
         self._advance_step()
         present = jacobian.abs().amax(dim=1) > 0
         self._set_weights(torch.where(present, lam, torch.zeros_like(lam)))
-        return self._weights @ jacobian
+        assert self._weights is not None
+        update: Tensor = self._weights @ jacobian
+        return update
 
     def extra_repr(self) -> str:
         return f"aggregator={type(self.aggregator).__name__}, alpha={self.alpha}"

@@ -59,6 +59,7 @@ class DBMTL(Aggregator):
     stateful = True
     weighted = False
     state_per_column = True  # grad_ema[T, n]: awloss.backward refuses representation= (columns = samples there)
+    grad_ema: Tensor  # buffer (registered in __init__)
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8) -> None:
         super().__init__()

@@ -65,6 +65,11 @@ class ExcessMTL(Aggregator):
     aliases = ("excessmtl",)
     stateful = True
     state_per_column = True  # a T x n buffer: awloss.backward refuses representation= (columns = samples there)
+    sq_grad_sum: Tensor  # buffers (registered in __init__)
+    log_weights: Tensor
+    baseline: Tensor
+    warmup_sum: Tensor
+    baseline_set: Tensor
 
     def __init__(self, robust_step_size: float = 1.0, n_warmup_steps: int = 0) -> None:
         super().__init__()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -34,7 +36,7 @@ def alpha_fair_weights(G: Tensor, alpha: float, *, reg: float = 1e-9, max_iter: 
     s = torch.where(s > 0, s, torch.ones_like(s))
     eye = torch.eye(T, dtype=dt, device=dev)
     A = Gw / s * (pf[:, None] * pf[None, :]) + torch.diag(1.0 - pf) + reg * eye  # absent rows: w_i = 1, dropped
-    h = (lambda w: w.log()) if p == 1.0 else (lambda w: w.pow(1.0 - p) / (1.0 - p))
+    h: Callable[[Tensor], Tensor] = (lambda w: w.log()) if p == 1.0 else (lambda w: w.pow(1.0 - p) / (1.0 - p))
 
     def f(w: Tensor) -> Tensor:  # w [..., T]
         return 0.5 * ((w @ A) * w).sum(-1) - h(w).sum(-1)

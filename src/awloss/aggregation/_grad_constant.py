@@ -57,6 +57,7 @@ class GradConstant(GramianAggregator):
     zero_rows = "kept"  # fixed user weights: a zero (absent) task keeps its weight, it contributes nothing
     aliases = ("grad_fixed",)
     permutation_equivariant = False  # each position has its own weight
+    task_weights: Tensor | None  # buffer (registered in __init__; None: 1 for every nonzero row)
 
     def __init__(self, weights: Sequence[float] | Tensor | None = None) -> None:
         super().__init__()

@@ -58,6 +58,7 @@ class GradRandom(GramianAggregator):
     aliases = ("grad_rlw",)
     stateful = False  # by default it draws from the global generator, like PCGrad; a seeded one keeps rng_state
     permutation_equivariant = False  # one draw per position
+    rng_state: Tensor  # buffer of a seeded instance: the generator state (saved in state_dict)
 
     def __init__(self, seed: int | None = None) -> None:
         super().__init__()
@@ -71,7 +72,7 @@ class GradRandom(GramianAggregator):
             self.register_buffer("rng_state", self._generator.get_state())
 
     def reset_parameters(self) -> None:
-        if self._generator is not None:
+        if self._generator is not None and self.seed is not None:  # (a seeded instance: both set)
             self._generator.manual_seed(self.seed)
             self.rng_state = self._generator.get_state()
 

@@ -52,6 +52,7 @@ class GradDrop(Aggregator):
     name = "graddrop"
     permutation_equivariant = False
     weighted = False
+    leak: Tensor  # buffer (registered in __init__)
 
     def __init__(self, leak: float | list[float] | tuple[float, ...] = 0.0) -> None:
         super().__init__()

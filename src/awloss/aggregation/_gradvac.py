@@ -58,6 +58,7 @@ class GradVac(GramianAggregator):
     name = "gradvac"
     permutation_equivariant = False
     stateful = True
+    phi_hat: Tensor  # buffer (registered in __init__)
 
     def __init__(self, beta: float = 0.5, eps: float = 1e-8) -> None:
         super().__init__()

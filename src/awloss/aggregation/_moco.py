@@ -73,6 +73,8 @@ class MoCo(Aggregator):
     stateful = True
     state_per_column = True  # a T x n buffer: awloss.backward refuses representation= (columns = samples there)
     weighted = False
+    tracked: Tensor  # buffers (registered in __init__)
+    lambd: Tensor
 
     def __init__(self, beta: float = 0.5, beta_sigma: float = 0.5, gamma: float = 0.1, gamma_sigma: float = 0.5,
                  rho: float = 0.0, normalize: str = "none", simplex: str = "project") -> None:
@@ -142,7 +144,8 @@ class MoCo(Aggregator):
             lam = torch.where(present, lam, torch.zeros_like(lam)).nan_to_num(0.0)
         self.tracked, self.lambd = y, lam
         self._weights = lam.detach()
-        return lam @ y
+        update: Tensor = lam @ y
+        return update
 
     @property
     def weights(self) -> Tensor:

@@ -28,6 +28,8 @@ class CrossBatchAggregator(Aggregator):
     ``cross_weights(matrix, present)``.
     """
 
+    previous: Tensor  # buffer (registered in _init_second_batch): the previous call's Jacobian
+
     def _init_second_batch(self, second_batch: str) -> None:
         if second_batch not in ("previous", "same"):
             raise ValueError(f"Parameter `second_batch` must be 'previous' or 'same', got {second_batch!r}.")
@@ -98,6 +100,7 @@ class MoDo(CrossBatchAggregator):
     name = "modo"
     stateful = True
     state_per_column = True  # a T x n buffer: awloss.backward refuses representation= (columns = samples there)
+    lambd: Tensor  # buffer (registered in __init__)
 
     def __init__(self, gamma: float = 0.1, rho: float = 0.1, second_batch: str = "previous") -> None:
         super().__init__()

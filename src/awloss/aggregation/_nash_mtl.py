@@ -27,8 +27,9 @@ class NashMTL(GramianAggregator):
         d = \min\Big(1, \frac{\text{max\_norm}}{\|\alpha^\top J\|}\Big)\, \alpha^\top J
 
     where:
-        - :math:`G = JJ^\top` is the Gramian (solved as :math:`G/\|G\|_F` for conditioning, as the official
-          code does, then rescaled);
+        - :math:`G = JJ^\top` is the Gramian, solved as :math:`\tilde G = S^{-1} G S^{-1}`,
+          :math:`S = \operatorname{diag}(\|g_i\|)`, then :math:`\alpha = S^{-1}\beta` (exact; the official code
+          divides by :math:`\|G\|_F`, see Note);
         - :math:`\alpha` minimises :math:`\tfrac12\alpha^\top G\alpha - \sum_i\log\alpha_i`.
 
     Args:
@@ -55,13 +56,16 @@ class NashMTL(GramianAggregator):
         objective reaches the same fixed point in torch. A warm start that does not converge (the gradients
         jumped) is retried from the cold start in the same batched solve; if neither converges, the last
         certified weights are kept (as the official code does, but counted in ``solver_fallbacks`` and
-        warned once), or ``α_i = 1/√(T·G_ii)`` on the first call. A ridge of ``1e-9·mean diag`` keeps the
-        problem bounded for dependent gradients; a task whose gradient is exactly 0 gets weight 0.
+        warned once), or ``α_i = 1/√(T·G_ii)`` on the first call. A ridge of ``1e-9`` on the unit diagonal of
+        :math:`\tilde G` keeps the problem bounded for dependent gradients; a task whose gradient is exactly 0
+        gets weight 0. Normalising by the diagonal rather than by :math:`\|G\|_F` keeps the ridge from
+        swamping a task whose gradient is 1e-5 times the others' (its share :math:`\alpha_i(G\alpha)_i` fell to 0.2).
     """
 
     name = "nash_mtl"
     aliases = ("nashmtl",)
     stateful = True
+    alpha: Tensor  # buffer (registered in __init__)
 
     def __init__(self, max_norm: float = 1.0, update_weights_every: int = 1, max_iter: int = 100) -> None:
         super().__init__()
@@ -84,10 +88,15 @@ class NashMTL(GramianAggregator):
         if warm is not None and self._step % self.update_weights_every != 0:
             alpha = warm.to(gramian.dtype)
         else:
-            nf = torch.linalg.matrix_norm(gramian.to(work_dtype(gramian))).clamp_min(torch.finfo(gramian.dtype).tiny)
-            init = None if warm is None else warm * nf.sqrt()
-            a, ok = nash_bargaining(gramian / nf, init, max_iter=self.max_iter)  # solve well-scaled, then
-            a = a / nf.sqrt()  # α for the raw Gramian: Gα = 1/α
+            # Solve on G normalised by its diagonal (unit-norm gradients): with s = √diag(G), G̃β = 1/β for
+            # G̃ = G/(s sᵀ) gives α = β/s with Gα = 1/α exactly, and the solver's ridge (relative to the mean
+            # diagonal) no longer swamps a task whose gradient is 1e-5 times the others' (zero rows are left out).
+            Gw = gramian.to(work_dtype(gramian))
+            s = Gw.diagonal().clamp_min(0).sqrt().clamp_min(torch.finfo(Gw.dtype).tiny)
+            init = None if warm is None else warm * s
+            Gn = (Gw / (s[:, None] * s[None, :])).to(gramian.dtype)  # its dtype sets the solver's rounding ridge
+            b, ok = nash_bargaining(Gn, init, max_iter=self.max_iter)
+            a = b / s
             if warm is not None:  # fallback: the last certified weights, else each task's update norm 1/√T
                 safe = warm.to(a.dtype)
             else:

@@ -69,6 +69,7 @@ class PCD(GramianAggregator):
     stateful = True
     permutation_equivariant = False  # row 0 is the primary task
     zero_rows = "kept"  # handled here: a zero primary gives d = 0, a zero secondary a void constraint (weight 0)
+    sq_norm_ema: Tensor  # buffer (registered in __init__)
 
     def __init__(self, tau: float | Tensor = 0.02, beta: float = 0.999, eps: float = 1e-8) -> None:
         super().__init__()

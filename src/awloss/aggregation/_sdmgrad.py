@@ -68,6 +68,8 @@ class SDMGrad(CrossBatchAggregator):
     name = "sdmgrad"
     stateful = True
     state_per_column = True  # a T x n buffer: awloss.backward refuses representation= (columns = samples there)
+    pref_vector: Tensor  # buffers (registered in __init__)
+    w: Tensor
 
     def __init__(self, lr: float = 10.0, momentum: float = 0.5, n_iter: int = 20, lambda_: float = 0.3,
                  pref_vector: Sequence[float] | Tensor | None = None, second_batch: str = "previous") -> None:

@@ -21,6 +21,8 @@ in float64 (the aggregators' ``forward`` uses it), and a Gramian that arrives in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -97,7 +99,8 @@ def _masked_solve(A: Tensor, rhs: Tensor, P: Tensor) -> Tensor:
     """Solve ``A[P,P] z[P] = rhs[P]`` with ``z[~P] = 0`` for each row of the batch ``P`` [B, T]."""
     Pf = P.to(A.dtype)
     M = A * (Pf[:, :, None] * Pf[:, None, :]) + torch.diag_embed(1.0 - Pf)
-    return torch.linalg.solve(M, (rhs * Pf).unsqueeze(-1)).squeeze(-1)
+    z: Tensor = torch.linalg.solve(M, (rhs * Pf).unsqueeze(-1)).squeeze(-1)
+    return z
 
 
 def nnqp(A: Tensor, b: Tensor, *, max_iter: int | None = None, tol: float = 1e-10) -> tuple[Tensor, Tensor]:
@@ -257,7 +260,15 @@ def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None 
     return one / T + v.clamp_min(0.0), fast_ok | ok_h
 
 
-def _cagrad_homotopy(A, b, r2, on_support, kkt, max_iter, early):  # type: ignore[no-untyped-def]
+def _cagrad_homotopy(
+    A: Tensor,
+    b: Tensor,
+    r2: Tensor,
+    on_support: Callable[[Tensor], tuple[Tensor, Tensor]],
+    kkt: Callable[[Tensor, Tensor], Tensor],
+    max_iter: int | None,
+    early: bool,
+) -> tuple[Tensor, Tensor]:
     T, dt, dev = b.shape[0], b.dtype, b.device
     one = torch.ones(T, dtype=dt, device=dev)
     inf = torch.full((), float("inf"), dtype=dt, device=dev)

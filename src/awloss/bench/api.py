@@ -65,13 +65,15 @@ class Results:
 
     def table(self, fmt: str = "text") -> str:
         """The results table as ``text`` (with the recommendation), ``md``, ``latex`` or ``csv``."""
+        verdict: str = self.verdict["text"]
         if fmt == "text":
-            return format_table(self.summary, self.metrics, self.title, self.comparisons, self.quick) + "\n" + self.verdict["text"]
-        return render_table(fmt, self.summary, self.metrics, self.title, self.comparisons, self.quick, self.verdict["text"])
+            return format_table(self.summary, self.metrics, self.title, self.comparisons, self.quick) + "\n" + verdict
+        return render_table(fmt, self.summary, self.metrics, self.title, self.comparisons, self.quick, verdict)
 
     @property
     def recommendation(self) -> str:
-        return self.verdict["text"]
+        text: str = self.verdict["text"]
+        return text
 
     def __str__(self) -> str:
         return self.table("text")
@@ -168,6 +170,8 @@ def check_method_args(specs: Sequence[MethodSpec], T: int) -> dict[str, str]:
     """Unknown constructor keys and values the constructor rejects → one-line BenchError; skipped methods."""
     skipped = {}
     for spec in specs:
+        assert spec.cls is not None  # (resolved methods, not STL runs)
+        params: Mapping[str, inspect.Parameter]
         try:
             params = inspect.signature(spec.cls).parameters
         except (TypeError, ValueError):  # pragma: no cover
@@ -283,9 +287,9 @@ def run(
     for name, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("threads", threads, 1), ("jobs", jobs, 1)):
         if v is not None and (isinstance(v, bool) or int(v) != v or v < lo):
             raise BenchError(f"--{name.replace('_', '-')} must be an integer >= {lo}, got {v}")
-    for name, v in (("lr", lr), ("weighting_lr", weighting_lr)):
-        if v is not None and not (math.isfinite(v) and v > 0):
-            raise BenchError(f"--{name.replace('_', '-')} must be a finite number > 0, got {v}")
+    for name, rate in (("lr", lr), ("weighting_lr", weighting_lr)):
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise BenchError(f"--{name.replace('_', '-')} must be a finite number > 0, got {rate}")
     if selection not in ("best", "last"):
         raise BenchError(f"selection must be 'best' or 'last', got {selection!r}")
     if fmt not in ("text", *FORMATS):
@@ -295,9 +299,9 @@ def run(
     specs = resolve_methods(names, method_args)
     ds, train_cfg = resolve_dataset(dataset, data_args, quick=quick,
                                     sizes={"train_size": train_size, "val_size": val_size, "test_size": test_size})  # fmt: skip
-    for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
-        if v is not None:
-            train_cfg[k] = v
+    for k, given in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+        if given is not None:
+            train_cfg[k] = given
     train_cfg.setdefault("epochs", 10)
     train_cfg.setdefault("batch_size", 64)
     train_cfg.setdefault("lr", 1e-3)
@@ -394,6 +398,7 @@ def _run(ds: DatasetSpec, specs: list[MethodSpec], seeds: list[int], train_cfg: 
                 stl_val.setdefault(j.seed, {}).update({m.name: j.result["val"][m.name] for m in metrics
                                                        if m.task == tasks[j.result["task"]]})  # fmt: skip
         for spec in specs:
+            assert spec.cls is not None  # (resolved methods, not STL runs)
             for seed in seeds:
                 ident = {"label": spec.label, "class": f"{spec.cls.__module__}.{spec.cls.__qualname__}",
                          "kwargs": spec.kwargs, "ref": stl_val.get(seed)}  # fmt: skip

@@ -12,13 +12,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import torch
 
 from .datasets import Data, DatasetSpec
 from .datasets._base import atomic_write_text, cache_dir, read_json_cache
-from .runner import MethodSpec, build_method, predict, train_run
+from .runner import MethodSpec, _shared, build_method, predict, train_run
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 __all__ = ["Job", "Progress", "Workers", "warmup_seconds", "execute", "fmt_seconds", "default_jobs"]
 
@@ -67,10 +70,10 @@ def warmup_seconds(ds: DatasetSpec, data: Data, specs: Sequence[MethodSpec], cfg
     for spec in specs:
         torch.manual_seed(0)
         model = ds.build_model()
-        method = None if spec.kind == "stl" else build_method(spec, T, model, 0)
+        method: Any = None if spec.kind == "stl" else build_method(spec, T, model, 0)  # a Weighting or an Aggregator
         groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
         if isinstance(method, torch.nn.Module) and hasattr(method, "param_groups"):
-            groups += method.param_groups(lr=cfg["weighting_lr"])
+            groups += cast(Any, method).param_groups(lr=cfg["weighting_lr"])
         opt = torch.optim.Adam(groups, lr=cfg["lr"])
         times = []
         for i in range(steps + 1):
@@ -86,7 +89,7 @@ def warmup_seconds(ds: DatasetSpec, data: Data, specs: Sequence[MethodSpec], cfg
             else:
                 import awloss
 
-                awloss.backward(list(losses), shared_params=model.shared.parameters(), aggregator=method)
+                awloss.backward(list(losses), shared_params=_shared(model).parameters(), aggregator=method)
             opt.step()
             if i:
                 times.append(time.perf_counter() - t0)
@@ -254,7 +257,8 @@ class Workers:
     """A lazily started pool of ``n`` spawned worker processes, shared by the STL and the method phase."""
 
     def __init__(self, n: int, ds: DatasetSpec, data: Data, cfg: dict[str, Any], threads: int) -> None:
-        self.n, self.args, self.pool = n, (ds, data, cfg, threads), None
+        self.n, self.args = n, (ds, data, cfg, threads)
+        self.pool: ProcessPoolExecutor | None = None
 
     def get(self) -> Any:
         if self.pool is None:

@@ -82,7 +82,8 @@ class TinySegNet(nn.Module):
         e2 = self.enc2(nn.functional.max_pool2d(e1, 2))
         e3 = self.enc3(nn.functional.max_pool2d(e2, 2))
         d2 = self.dec2(torch.cat([nn.functional.interpolate(e3, scale_factor=2.0), e2], 1))
-        return self.dec1(torch.cat([nn.functional.interpolate(d2, scale_factor=2.0), e1], 1))
+        out: Tensor = self.dec1(torch.cat([nn.functional.interpolate(d2, scale_factor=2.0), e1], 1))
+        return out
 
 
 def seg_model(out_channels: Sequence[int], channels: Sequence[int] = (16, 32, 64)) -> MTLModel:

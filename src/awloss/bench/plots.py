@@ -54,7 +54,7 @@ def _curve(rs: Sequence[Mapping[str, Any]], get: Callable[[Mapping[str, Any]], f
     return xs, mean, lo, hi
 
 
-def _draw(ax: Any, rs: Sequence[Mapping[str, Any]], get: Callable, **kw: Any) -> Any:
+def _draw(ax: Any, rs: Sequence[Mapping[str, Any]], get: Callable[..., float], **kw: Any) -> Any:
     xs, mean, lo, hi = _curve(rs, get)
     kw.setdefault("marker", "o")
     (line,) = ax.plot(xs, mean, ms=4, lw=1.4, **kw)
@@ -211,11 +211,11 @@ def plot_all(out: Path, res: Any) -> list[Path]:
         ax.set_xlim(0, ax.get_xlim()[1] * 1.05)
         ax.margins(y=0.12)
         _plain(ax, x_epochs=False)
-        handles, labels = ax.get_legend_handles_labels()
+        shown, labels = ax.get_legend_handles_labels()
         star = [i for i, label in enumerate(labels) if label.startswith("recommended")]
         order = [i for i in range(len(labels)) if i not in star] + star  # the recommendation last
-        handles, labels = [handles[i] for i in order], [labels[i] for i in order]
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9, frameon=False)
+        shown, labels = [shown[i] for i in order], [labels[i] for i in order]
+        ax.legend(shown, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9, frameon=False)
         ci = "95% CI over seeds (paired t)" if seeds > 1 else "one seed: no interval"
         verdict = "smoke test, nothing recommended" if res.quick else (f"recommended: {rec}" if rec else "no recommendation")
         fig.set_size_inches(7.2 + 0.06 * max(len(label) for label in labels), 4.8)

@@ -6,7 +6,7 @@ import csv
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,8 @@ def summarise(runs: Sequence[Mapping[str, Any]], stl_runs: Sequence[Mapping[str,
         rows[m] = row
     mtl = {m: {k: rows[m]["metrics"][k][0] for k in names} for m in by_method}
     if len(mtl) > 1:
-        for m, r in mean_rank(mtl, higher).items():
-            rows[m]["mean_rank"] = r
+        for m, rank in mean_rank(mtl, higher).items():
+            rows[m]["mean_rank"] = rank
     return {"rows": rows, "stl_mean": stl_mean, "ew_method": ew, "metric_names": names,
             "convention": "Nash-MTL delta_m (flat over metrics, lower is better; vs STL mean over seeds)"}  # fmt: skip
 
@@ -120,7 +120,7 @@ def table_cells(summary: Mapping[str, Any], metrics: Sequence[Metric], compariso
 
 def _grid(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    line: Callable[[Sequence[str]], str] = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, body)])
 
 

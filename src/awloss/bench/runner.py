@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -89,8 +89,13 @@ def resolve_methods(names: Sequence[str], method_args: Mapping[str, Mapping[str,
     return out
 
 
+def _shared(model: nn.Module) -> nn.Module:
+    """The trunk shared by the tasks: ``model.shared`` (the :class:`DatasetSpec` protocol of ``build_model``)."""
+    return cast(nn.Module, model.shared)
+
+
 def _layer_arg(model: nn.Module, annotation: Any) -> list[Any]:
-    layer = model.last_shared_layer()  # type: ignore[attr-defined]
+    layer: nn.Module = cast(Any, model).last_shared_layer()  # (MTLModel's: see models.py)
     params = list(layer.parameters())
     return [layer, params] if "Module" in str(annotation) else [params, layer]
 
@@ -99,6 +104,7 @@ def build_method(spec: MethodSpec, num_tasks: int, model: nn.Module, seed: int) 
     """Instantiate ``spec``, filling ``num_tasks``, a seed/generator and a shared-layer argument if asked."""
     assert spec.cls is not None
     kw = dict(spec.kwargs)
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(spec.cls).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins
@@ -148,7 +154,7 @@ def evaluate(ds: DatasetSpec, model: nn.Module, split: Split, batch_size: int) -
     return ds.evaluate(predict(model, split, batch_size), split.y)
 
 
-def stl_key(ds: DatasetSpec, cfg: Mapping[str, Any], seed: int, task: int, method: Any = None) -> str:
+def stl_key(ds: DatasetSpec, cfg: Mapping[str, Any], seed: int, task: int | None, method: Any = None) -> str:
     """Cache key of a run: dataset config, training config, seed, task (STL) or method (class + kwargs)."""
     blob = json.dumps({"ds": ds.fingerprint(), "cfg": dict(cfg), "seed": seed, "task": task, "v": STL_VERSION,
                        "torch": torch.__version__.split("+")[0], "awloss": awloss.__version__, "method": method},
@@ -178,10 +184,10 @@ def train_run(
     metrics = ds.metrics()
     higher = {m.name: m.higher_is_better for m in metrics}
     own = [m.name for m in metrics if spec.task is None or m.task == ds_task_name(ds, spec.task)]
-    method = None if spec.kind == "stl" else build_method(spec, T, model, seed)
+    method: Any = None if spec.kind == "stl" else build_method(spec, T, model, seed)  # a Weighting or an Aggregator
     groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
     if isinstance(method, nn.Module) and hasattr(method, "param_groups"):
-        groups += method.param_groups(lr=cfg["weighting_lr"])
+        groups += cast(Any, method).param_groups(lr=cfg["weighting_lr"])
     opt = torch.optim.Adam(groups, lr=cfg["lr"])
     has_update, has_step = _overrides(method, "update"), _overrides(method, "step")
     gen = torch.Generator().manual_seed(seed)
@@ -208,7 +214,7 @@ def train_run(
                 method(losses).backward()
                 w = method.weights
             else:
-                w = awloss.backward(list(losses), shared_params=model.shared.parameters(), aggregator=method)
+                w = awloss.backward(list(losses), shared_params=_shared(model).parameters(), aggregator=method)
             opt.step()
             if has_update:
                 with torch.no_grad():

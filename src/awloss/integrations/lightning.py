@@ -52,7 +52,7 @@ def _require_lightning() -> Any:
         import lightning.pytorch as pl
     except ImportError:
         try:
-            import pytorch_lightning as pl  # type: ignore[no-redef]
+            import pytorch_lightning as pl
         except ImportError as e:
             raise ImportError(
                 "awloss.integrations.lightning needs Lightning; install with: pip install 'awloss[lightning]'"

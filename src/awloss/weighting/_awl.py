@@ -108,10 +108,10 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
             del self.log_var
             self.params = nn.Parameter(torch.exp(0.5 * self.init))
 
-    @property  # type: ignore[override]
+    @property
     def params(self) -> Tensor:
         """σ per task. The learned parameter in sigma mode; a detached, read-only σ otherwise (for logging)."""
-        p = self.__dict__["_parameters"].get("params")
+        p: Tensor | None = self.__dict__["_parameters"].get("params")
         if p is not None:
             return p
         if self.parameterization == "sigma":
@@ -218,7 +218,9 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
                 index = self.__dict__.get("_seed_index")
                 if index is None or index.shape[0] != k:
                     index = self.__dict__["_seed_index"] = torch.zeros(k, dtype=torch.long)
-            total, weights = SeedObjective.apply(p if k == p.shape[0] else p[:k], losses, num, index)
+            sigma = p if k == p.shape[0] else p[:k]
+            # (torch leaves Function.apply unannotated)
+            total, weights = SeedObjective.apply(sigma, losses, num, index)  # type: ignore[no-untyped-call]
         self._set_weights(weights)
         return total
 

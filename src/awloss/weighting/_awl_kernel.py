@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import operator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,7 +42,9 @@ class SeedObjective(torch.autograd.Function):
     Forward + backward: 7 + 10 elementwise ops and the sum (1 op on the CPU, ``T - 1`` elsewhere)."""
 
     @staticmethod
-    def forward(ctx, p, losses, num, index):  # type: ignore[no-untyped-def, override]
+    def forward(
+        ctx: Any, p: Tensor, losses: Tensor, num: Tensor | float, index: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         sq = p.pow(2)
         r = sq.reciprocal()
         w = r * num
@@ -55,7 +58,7 @@ class SeedObjective(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad, _grad_w):  # type: ignore[no-untyped-def, override]
+    def backward(ctx: Any, grad: Tensor | None, _grad_w: Tensor | None) -> tuple[Tensor | None, ...]:
         p, losses, r, w, q, num_t = ctx.saved_tensors
         num = ctx.num if num_t is None else num_t
         grad_p = grad_l = None

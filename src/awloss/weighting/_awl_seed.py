@@ -7,17 +7,21 @@ import numbers
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 __all__ = ["count", "pad", "explain", "negative_hint", "seed_objective", "convert_state", "user_stacklevel"]
 
 
 def user_stacklevel() -> int:
     """The ``stacklevel`` that points a warning issued by our caller at the first frame outside torch/awloss."""
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("torch", "awloss"):
         frame, level = frame.f_back, level + 1
     return level

@@ -6,7 +6,7 @@ import functools
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -59,8 +59,8 @@ class Weighting(nn.Module):
     aliases: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[str] = "weighting"
     learnable: ClassVar[bool] = False
-    stateful: ClassVar[bool] = False
-    requires_nonnegative: ClassVar[bool] = False
+    stateful: bool = False  # (an instance may differ from its class: STCH with warmup, FAMO with bounds)
+    requires_nonnegative: bool = False
     permutation_equivariant: ClassVar[bool] = True
     absent_by_subset: ClassVar[bool] = False
     objective_params: ClassVar[tuple[str, ...]] = ()
@@ -72,6 +72,8 @@ class Weighting(nn.Module):
     sync: bool | str = "auto"
     process_group: Any = None
     _absent: tuple[int, ...] = ()  # indices given as None in the current call (set per call)
+    _warned_unsynced: bool  # flags set on an instance by awloss.distributed (absent until then)
+    _awloss_state_broadcast: bool
 
     def __init__(self, num_tasks: int | None = None, *, task_names: Sequence[str] | None = None) -> None:
         super().__init__()
@@ -97,8 +99,9 @@ class Weighting(nn.Module):
         super().__init_subclass__(**kwargs)
         if cls.objective_params and "get_extra_state" not in cls.__dict__:
             # The hyper-parameters that give the state its meaning travel in `state_dict()["_extra_state"]`.
-            cls.get_extra_state = Weighting._get_objective_state  # type: ignore[method-assign]
-            cls.set_extra_state = Weighting._set_objective_state  # type: ignore[method-assign]
+            # (setattr: nn.Module types these hooks for any Module; ours take a Weighting)
+            setattr(cls, "get_extra_state", Weighting._get_objective_state)
+            setattr(cls, "set_extra_state", Weighting._set_objective_state)
         update = cls.__dict__.get("update")
         if update is not None and not getattr(update, "_awloss_synced", False):
             # Under DDP, `update(new_losses)` sees the losses averaged over the ranks, like `__call__`.
@@ -110,7 +113,7 @@ class Weighting(nn.Module):
             cls.update = synced_update  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ call
-    def __call__(self, *losses: Any) -> Tensor:  # type: ignore[override]
+    def __call__(self, *losses: Any) -> Tensor:
         """Weigh ``losses`` (varargs, a sequence, a 1-D tensor or a mapping) into one scalar."""
         vec = self._loss_vector(losses, fused=self._fused_check, poll=True)
         out = super().__call__(vec) if not self._absent else self._call_with_absent(vec)
@@ -129,6 +132,7 @@ class Weighting(nn.Module):
         ``fused``: ``forward`` pushes its own value flag in deferred mode. Under DDP the value check is
         immediate: its verdict rides the header of the all-reduce, which the host reads anyway.
         """
+        local: Callable[[tuple[Any, ...]], Tensor]
         if sync and is_distributed(self.process_group):
             local = functools.partial(self._local_loss_vector, poll=poll, immediate=True)
         elif not fused and not poll:
@@ -151,6 +155,7 @@ class Weighting(nn.Module):
         if poll and not torch.compiler.is_compiling():
             _checks.poll(self)  # the flags of the earlier calls (a host read of values that are ready)
         device = self._device()
+        vec: Tensor
         vec, names, absent = as_loss_vector(
             losses, num_tasks=self.num_tasks, task_names=self._task_names, device=device, with_absent=True
         )
@@ -233,12 +238,14 @@ class Weighting(nn.Module):
         if self.absent_by_subset:
             absent = set(self._absent)
             idx = torch.tensor([i for i in range(T) if i not in absent], dtype=torch.long, device=vec.device)
-            out = nn.Module.__call__(self, vec.index_select(0, idx))
+            out: Tensor = nn.Module.__call__(self, vec.index_select(0, idx))
             w = self._weights  # (not `.weights`: it polls the deferred checks, a host read)
+            assert w is not None  # (set by forward)
             self._set_weights(w.new_zeros(T).index_copy_(0, idx, w))
             return out
         out = nn.Module.__call__(self, vec)
         w = self._weights
+        assert w is not None  # (set by forward)
         if w.shape[0] == T:  # (AutomaticWeightedLoss's seed mode reports only the k losses it was given)
             self._set_weights(w.index_fill(0, self._absent_index(vec), 0.0))
         return out
@@ -329,9 +336,9 @@ class Weighting(nn.Module):
     def _device(self) -> torch.device | None:
         for t in self.parameters():
             return t.device
-        for t in self.buffers():
-            if t.is_floating_point():  # not e.g. RLW's generator state, which stays on the CPU
-                return t.device
+        for b in self.buffers():
+            if b.is_floating_point():  # not e.g. RLW's generator state, which stays on the CPU
+                return b.device
         return None
 
     def _check_device(self, vec: Tensor, dev: torch.device | None) -> None:

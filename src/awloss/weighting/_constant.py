@@ -57,6 +57,7 @@ class Constant(Weighting):
     name = "constant"
     aliases = ("fixed", "static")
     permutation_equivariant = False  # each position has its own fixed weight
+    task_weights: Tensor  # buffer (registered in __init__)
 
     def __init__(
         self, weights: Sequence[float] | Tensor | Mapping[str, float], *, task_names: Sequence[str] | None = None

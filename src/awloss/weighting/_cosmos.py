@@ -80,6 +80,7 @@ class COSMOS(Weighting):
     name = "cosmos"
     permutation_equivariant = False  # each position has its own preference
     signed_weights = True  # ∂L/∂L_i < 0 for a task past its share of the preference (the method's intent)
+    preference: Tensor  # buffer (registered in __init__)
 
     def __init__(self, lambda_: float = 1.0, weights: Sequence[float] | Tensor | None = None, *,
                  task_names: Sequence[str] | None = None) -> None:

@@ -67,6 +67,12 @@ class DWA(Weighting):
     aliases = ("dynamic_weight_average",)
     stateful = True
     objective_params = ("temperature",)  # a checkpoint saved with another temperature is refused on load
+    loss_sum: Tensor  # buffers (registered in __init__)
+    loss_count: Tensor
+    absent_count: Tensor
+    history: Tensor
+    epochs: Tensor
+    current: Tensor
 
     def __init__(self, num_tasks: int, *, temperature: float = 2.0, task_names: Sequence[str] | None = None) -> None:
         super().__init__(num_tasks, task_names=task_names)

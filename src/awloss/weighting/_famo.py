@@ -78,6 +78,15 @@ class FAMO(Weighting):
     name = "famo"
     stateful = True
     objective_params = ("min_losses", "eps")  # a checkpoint saved with others is refused on load
+    min_losses: Tensor  # buffers (registered in __init__)
+    shift: Tensor
+    logits: Tensor
+    exp_avg: Tensor
+    exp_avg_sq: Tensor
+    prev_log_gap: Tensor
+    prev_active: Tensor
+    adam_step: Tensor
+    has_prev: Tensor
 
     def __init__(
         self,

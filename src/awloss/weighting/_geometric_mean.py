@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -70,7 +72,9 @@ class GeometricMean(PositiveLossWeighting):
             out = torch.exp(torch.log(shifted).mean())
             self._set_weights(out.detach() / (shifted.shape[0] * shifted.detach()))
             return out
-        out, w, log_mean = _GeometricMeanObjective.apply(losses, self.eps)
+        # (torch leaves Function.apply unannotated)
+        fused = _GeometricMeanObjective.apply(losses, self.eps)  # type: ignore[no-untyped-call]
+        out, w, log_mean = cast("tuple[Tensor, Tensor, Tensor]", fused)
         if self.eps == 0.0:
             self._push_flag(log_mean, losses)  # deferred check
         self._set_weights(w)
@@ -81,7 +85,7 @@ class _GeometricMeanObjective(torch.autograd.Function):
     """``(exp(mean log L), w = out/(T L), mean log L)`` in one node: ``∂out/∂L = w``."""
 
     @staticmethod
-    def forward(ctx, losses, eps):  # type: ignore[no-untyped-def, override]
+    def forward(ctx: Any, losses: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
         x = losses + eps if eps else losses
         log_mean = torch.log(x).mean()
         out = torch.exp(log_mean)
@@ -93,7 +97,9 @@ class _GeometricMeanObjective(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad, _grad_w, _grad_log_mean):  # type: ignore[no-untyped-def, override]
+    def backward(
+        ctx: Any, grad: Tensor | None, _grad_w: Tensor | None, _grad_log_mean: Tensor | None
+    ) -> tuple[Tensor | None, None]:
         if grad is None:
             return None, None
         (w,) = ctx.saved_tensors

@@ -85,6 +85,14 @@ class GradNorm(Weighting):
     stateful = True
     requires_nonnegative = True
     objective_params = ("alpha",)  # a checkpoint saved with another alpha is refused on load
+    task_weights: Tensor  # buffers (registered in __init__)
+    initial_losses: Tensor
+    has_initial: Tensor
+    exp_avg: Tensor
+    exp_avg_sq: Tensor
+    adam_step: Tensor
+    grad_norms: Tensor
+    targets: Tensor
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,6 +65,8 @@ class IMTLL(Weighting):
     stateful = True
     requires_nonnegative = True
     _fused_check = True  # the fused objective is NaN/inf for a NaN, inf or negative loss: it is the check
+    init: Tensor  # buffer (registered in __init__)
+    log_scale: nn.Parameter
 
     def __init__(
         self,
@@ -87,7 +90,7 @@ class IMTLL(Weighting):
         return torch.exp(self.log_scale.detach())
 
     def forward(self, losses: Tensor) -> Tensor:
-        s = self.log_scale
+        s: Tensor = self.log_scale
         if s.dtype != losses.dtype:
             dtype = torch.promote_types(losses.dtype, s.dtype)
             s, losses = s.to(dtype), losses.to(dtype)
@@ -98,7 +101,8 @@ class IMTLL(Weighting):
         elif torch.compiler.is_compiling():  # plain ops: the compiler fuses them
             out, w = _imtl_objective(s, losses, self.mask_zero_losses)
         else:  # eager: one autograd node instead of five (8 ops, forward and backward, the check included)
-            out, w = _IMTLObjective.apply(s, losses, self.mask_zero_losses)
+            # (torch leaves Function.apply unannotated)
+            out, w = _IMTLObjective.apply(s, losses, self.mask_zero_losses)  # type: ignore[no-untyped-call]
             self._push_flag(out.detach(), losses)  # deferred check: `out` is NaN/inf for a bad loss
         self._set_weights(w)
         return out
@@ -123,7 +127,7 @@ class _IMTLObjective(torch.autograd.Function):
     negative or NaN loss, which makes the objective NaN: the value check). ``∂/∂s = e^{s}L - m``, ``∂/∂L = e^{s}``."""
 
     @staticmethod
-    def forward(ctx, s, losses, mask):  # type: ignore[no-untyped-def, override]
+    def forward(ctx: Any, s: Tensor, losses: Tensor, mask: bool) -> tuple[Tensor, Tensor]:
         w = torch.exp(s)
         neg_m = (torch.pow(losses, 1e-30) if mask else torch.sqrt(losses).mul_(0.0).add_(1.0)).neg_()
         ctx.save_for_backward(losses, w, neg_m)
@@ -133,7 +137,7 @@ class _IMTLObjective(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad, _grad_w):  # type: ignore[no-untyped-def, override]
+    def backward(ctx: Any, grad: Tensor | None, _grad_w: Tensor | None) -> tuple[Tensor | None, ...]:
         losses, w, neg_m = ctx.saved_tensors
         grad_s = grad_l = None
         if grad is None:

@@ -69,6 +69,8 @@ class PBI(Weighting):
     name = "pbi"
     permutation_equivariant = False  # each position has its own preference
     signed_weights = True  # ∂L/∂L_i < 0 for a task past its share of the preference (the method's intent)
+    preference: Tensor  # buffers (registered in __init__)
+    reference: Tensor | None
 
     def __init__(self, theta: float = 5.0, weights: Sequence[float] | Tensor | None = None,
                  reference: Sequence[float] | Tensor | None = None, *,
@@ -78,7 +80,8 @@ class PBI(Weighting):
         self.theta = check_positive("theta", theta, strict=False)
         self.register_buffer("preference", r.to(default_device(), copy=True))
         z = None if reference is None else as_weight_vector("reference", reference, r.numel())
-        if isinstance(reference, Tensor) and reference.is_floating_point() and reference.numel() == r.numel():
+        if (isinstance(reference, Tensor) and z is not None and reference.is_floating_point()
+                and reference.numel() == r.numel()):
             z = reference.detach().reshape(-1).to(default_device(), torch.promote_types(reference.dtype, z.dtype))
         self.register_buffer("reference", z)
 
@@ -87,7 +90,8 @@ class PBI(Weighting):
         return cls(weights=[1.0 - 0.5 * i / (num_tasks - 1) for i in range(num_tasks)] if num_tasks > 1 else [1.0])
 
     def _initial_weights(self) -> Tensor:
-        return self.preference / self.preference.norm()
+        w: Tensor = self.preference / self.preference.norm()
+        return w
 
     def forward(self, losses: Tensor) -> Tensor:
         dtype = torch.promote_types(losses.dtype, self.preference.dtype)
@@ -109,7 +113,8 @@ class PBI(Weighting):
         d2c = torch.sqrt(pc @ pc + _EPSILON / (c * c))
         d2 = c * d2c
         self._set_weights(r + self.theta * pc.detach() / d2c.detach())
-        return d1 + self.theta * d2
+        out: Tensor = d1 + self.theta * d2
+        return out
 
     def extra_repr(self) -> str:
         return f"theta={self.theta}, weights={[round(v, 6) for v in self.preference.tolist()]}"

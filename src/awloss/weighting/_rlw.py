@@ -64,6 +64,7 @@ class RLW(Weighting):
     aliases = ("random", "random_weighting")
     stateful = True
     permutation_equivariant = False  # random weights per call
+    rng_state: Tensor  # buffer: the generator state (saved in state_dict)
 
     def __init__(self, num_tasks: int, *, seed: int | None = None, task_names: Sequence[str] | None = None) -> None:
         super().__init__(num_tasks, task_names=task_names)

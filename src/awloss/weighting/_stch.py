@@ -70,6 +70,12 @@ class STCH(Weighting):
     aliases = ("smooth_tchebycheff",)
     stateful = False  # the paper's formula; an instance with warmup_epochs > 0 is stateful
     objective_params = ("mu", "preference", "ideal", "warmup_epochs")  # checked on load_state_dict
+    preference: Tensor  # buffers (registered in __init__)
+    ideal: Tensor
+    epochs: Tensor
+    loss_sum: Tensor
+    loss_count: Tensor
+    nadir: Tensor
 
     def __init__(
         self,
@@ -83,6 +89,7 @@ class STCH(Weighting):
     ) -> None:
         super().__init__(num_tasks, task_names=task_names)
         T = self.num_tasks
+        assert T is not None
         self.mu = check_positive("mu", mu)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, minimum=0)
         self.stateful = self.warmup_epochs > 0

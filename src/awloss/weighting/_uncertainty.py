@@ -84,6 +84,9 @@ class UncertaintyWeighting(Weighting):
     requires_nonnegative = True
     _fused_check = True  # the fused objective is NaN/inf for a NaN, inf or negative loss: it is the check
     objective_params = ("regularizer", "task_types", "clamp")  # checked on load_state_dict (see Weighting)
+    factor: Tensor  # buffers (registered in __init__)
+    init: Tensor
+    log_var: nn.Parameter  # log σ² per task (absent in AutomaticWeightedLoss(parameterization="sigma"))
 
     def __init__(
         self,
@@ -158,7 +161,8 @@ class UncertaintyWeighting(Weighting):
             c = self.__dict__.get("_one_factor")
             if c is None:  # one float when every task has the same factor (two ops fewer), read once
                 c = self.__dict__["_one_factor"] = _FACTORS[self.task_types[0]] if len(set(self.task_types)) == 1 else 0
-            out, w = _UWObjective.apply(s, losses, c or factor, log1p, mask)
+            # (torch leaves Function.apply unannotated)
+            out, w = _UWObjective.apply(s, losses, c or factor, log1p, mask)  # type: ignore[no-untyped-call]
             self._push_flag(out.detach(), losses)  # deferred check: `out` is NaN/inf for a bad loss
         self._set_weights(w)
         return out
@@ -187,6 +191,6 @@ class UncertaintyWeighting(Weighting):
         c = _FACTORS[task_type]
         if regularizer == "log":
             return 1.0 / (2.0 * loss)
-        v = (c * loss + (c * c * loss * loss + 4 * c * loss) ** 0.5) / 2.0
+        v: float = (c * loss + (c * c * loss * loss + 4 * c * loss) ** 0.5) / 2.0
         return c / v
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -50,7 +52,9 @@ class _UWObjective(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, s, losses, factor, log1p, mask):  # type: ignore[no-untyped-def, override]
+    def forward(
+        ctx: Any, s: Tensor, losses: Tensor, factor: Tensor | float, log1p: bool, mask: bool
+    ) -> tuple[Tensor, Tensor]:
         w = _weights(s, factor)
         m = torch.pow(losses, _TINY) if mask else torch.sqrt(losses).mul_(0.0).add_(1.0)  # NaN below 0
         if log1p:
@@ -67,7 +71,7 @@ class _UWObjective(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad, _grad_w):  # type: ignore[no-untyped-def, override]
+    def backward(ctx: Any, grad: Tensor | None, _grad_w: Tensor | None) -> tuple[Tensor | None, ...]:
         s, losses, w, m = ctx.saved_tensors
         grad_s = grad_l = None
         if grad is None:

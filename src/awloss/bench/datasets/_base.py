@@ -189,7 +189,7 @@ class DatasetSpec:
         128
     """
 
-    name: ClassVar[str] = ""
+    name: str = ""  # (an instance may name itself: TableSpec is "table-<file>")
     aliases: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
     source: ClassVar[str] = ""  # where the data comes from / how it gets onto the machine

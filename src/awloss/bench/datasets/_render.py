@@ -8,20 +8,29 @@ Lambertian shading with hard shadows and pixel noise. Per pixel: RGB, semantic c
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
+
+_A = NDArray[Any]
+#: a primitive: (ray origins [N, 3], directions [N, 3]) -> (hit distance [N], normal [N, 3])
+_Prim = Callable[[_A, _A], tuple[_A, _A]]
 
 CLASSES = ("floor", "wall", "ceiling", "sphere", "box", "cylinder")
 EPS = 1e-4
 
 
-def _plane(o, d, n, c):
+def _plane(o: _A, d: _A, n: _A, c: float) -> tuple[_A, _A]:
     den = d @ n
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (c - o @ n) / den
     return np.where((den != 0) & (t > EPS), t, np.inf), np.broadcast_to(n, d.shape)
 
 
-def _sphere(o, d, cen, r):
+def _sphere(o: _A, d: _A, cen: _A, r: float) -> tuple[_A, _A]:
     oc = o - cen
     b = (d * oc).sum(1)
     disc = b * b - ((oc * oc).sum(1) - r * r)
@@ -31,7 +40,7 @@ def _sphere(o, d, cen, r):
     return t, (p - cen) / r
 
 
-def _box(o, d, cen, half, ang):
+def _box(o: _A, d: _A, cen: _A, half: _A, ang: float) -> tuple[_A, _A]:
     ca, sa = np.cos(ang), np.sin(ang)
     rot = np.array([[ca, 0, -sa], [0, 1, 0], [sa, 0, ca]])  # world -> local, rotation about y
     ol, dl = (o - cen) @ rot.T, d @ rot.T
@@ -47,7 +56,7 @@ def _box(o, d, cen, half, ang):
     return t, nl @ rot
 
 
-def _cylinder(o, d, cen, r, h):
+def _cylinder(o: _A, d: _A, cen: _A, r: float, h: float) -> tuple[_A, _A]:
     ox, oz = o[:, 0] - cen[0], o[:, 2] - cen[2]
     a = d[:, 0] ** 2 + d[:, 2] ** 2
     b = ox * d[:, 0] + oz * d[:, 2]
@@ -66,7 +75,9 @@ def _cylinder(o, d, cen, r, h):
     return np.minimum(ts, tc), np.where((tc < ts)[:, None], np.array([0.0, 1.0, 0.0]), ns)
 
 
-def render(rng: np.random.Generator, size: int = 64, fov: float = 60.0, noise: float = 0.02):
+def render(
+    rng: np.random.Generator, size: int = 64, fov: float = 60.0, noise: float = 0.02
+) -> tuple[_A, _A, _A, _A, _A]:
     """One scene: (rgb [H,W,3], semantic [H,W], depth [H,W], normals [H,W,3], instance [H,W])."""
     H = W = size
     f = 0.5 * W / np.tan(np.radians(fov) / 2)
@@ -82,20 +93,21 @@ def render(rng: np.random.Generator, size: int = 64, fov: float = 60.0, noise: f
     wx, back = rng.uniform(2.5, 4.0), rng.uniform(6, 10)
     planes = [((0.0, 1, 0), floor_y, 0), ((0.0, -1, 0), -ceil_y, 2), ((0.0, 0, -1), -back, 1),
               ((1.0, 0, 0), -wx, 1), ((-1.0, 0, 0), -wx, 1)]  # fmt: skip
-    prims = [(lambda O, D, n=np.array(n), c=c: _plane(O, D, n, c), k) for n, c, k in planes]
-    cols = [None] * 5
+    prims: list[tuple[_Prim, int]] = [(functools.partial(_plane, n=np.array(n), c=c), k) for n, c, k in planes]
+    cols: list[_A | None] = [None] * 5
     for _ in range(rng.integers(2, 7)):
         typ = int(rng.integers(3, 6))
         x, z = rng.uniform(-wx + 0.6, wx - 0.6), rng.uniform(2.5, back - 0.8)
+        fn: _Prim
         if typ == 3:
             r = rng.uniform(0.3, 0.8)
-            fn = lambda O, D, c=np.array([x, floor_y + r, z]), r=r: _sphere(O, D, c, r)  # noqa: E731
+            fn = functools.partial(_sphere, cen=np.array([x, floor_y + r, z]), r=r)
         elif typ == 4:
             hf, a = rng.uniform(0.25, 0.7, 3), rng.uniform(0, np.pi)
-            fn = lambda O, D, c=np.array([x, floor_y + hf[1], z]), hf=hf, a=a: _box(O, D, c, hf, a)  # noqa: E731
+            fn = functools.partial(_box, cen=np.array([x, floor_y + hf[1], z]), half=hf, ang=a)
         else:
             r, h = rng.uniform(0.2, 0.5), rng.uniform(0.5, 1.8)
-            fn = lambda O, D, c=np.array([x, floor_y, z]), r=r, h=h: _cylinder(O, D, c, r, h)  # noqa: E731
+            fn = functools.partial(_cylinder, cen=np.array([x, floor_y, z]), r=r, h=h)
         prims.append((fn, typ))
         cols.append(rng.uniform(0.15, 1.0, 3))
     hits = [fn(o, dw) for fn, _ in prims]

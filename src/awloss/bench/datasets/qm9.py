@@ -103,8 +103,8 @@ class QM9(DatasetSpec):
     install = INSTALL
     tasks = TARGETS
     standardise = True
-    defaults: dict[str, Any] = {"epochs": 50, "batch_size": 120, "lr": 1e-3}
-    quick: dict[str, Any] = {"epochs": 1, "batch_size": 64, "train_size": 512, "val_size": 256, "test_size": 256}
+    defaults = {"epochs": 50, "batch_size": 120, "lr": 1e-3}
+    quick = {"epochs": 1, "batch_size": 64, "train_size": 512, "val_size": 256, "test_size": 256}
 
     def load(self) -> Data:
         x, y = load_qm9_arrays()

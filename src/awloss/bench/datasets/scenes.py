@@ -10,7 +10,6 @@ noise to the training depth, to check that a learned σ follows it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +28,9 @@ class Scenes(DatasetSpec):
     source = "generated with numpy from a seed (no data files)"
     install = ""
     tasks = ("segmentation", "depth", "normals")
-    defaults: dict[str, Any] = {"epochs": 20, "batch_size": 16, "lr": 1e-3, "size": 64, "n_train": 1000,
+    defaults = {"epochs": 20, "batch_size": 16, "lr": 1e-3, "size": 64, "n_train": 1000,
                                 "n_val": 200, "n_test": 200, "depth_noise": 0.0}  # fmt: skip
-    quick: dict[str, Any] = {"epochs": 1, "batch_size": 8, "size": 32, "n_train": 24, "n_val": 8, "n_test": 8}
+    quick = {"epochs": 1, "batch_size": 8, "size": 32, "n_train": 24, "n_val": 8, "n_test": 8}
 
     def _scenes(self, n: int, seed: int) -> list[np.ndarray]:
         size = int(self.config.get("size", 64))

@@ -35,13 +35,13 @@ class Synthetic(DatasetSpec):
     description = "synthetic 3-task regression with known noise σ=(0.1,0.5,1) and scales (1,10,100)"
     source = "generated with torch from a seed (no data files, no extra package)"
     install = ""
-    defaults: dict[str, Any] = {"epochs": 30, "batch_size": 64, "lr": 1e-3, "n_train": 1000, "n_val": 1000,
+    defaults = {"epochs": 30, "batch_size": 64, "lr": 1e-3, "n_train": 1000, "n_val": 1000,
                                 "n_test": 2000, "noise": "0.1,0.5,1.0", "scales": "1,10,100"}  # fmt: skip
-    quick: dict[str, Any] = {"epochs": 2, "batch_size": 64, "n_train": 256, "n_val": 128, "n_test": 128}
+    quick = {"epochs": 2, "batch_size": 64, "n_train": 256, "n_val": 128, "n_test": 128}
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:
-        text = {k: options.pop(k) for k in ("noise", "scales") if k in options}
+        text: dict[str, Any] = {k: options.pop(k) for k in ("noise", "scales") if k in options}
         super().check_options(options)
         options.update(text)
         for key, value in text.items():

@@ -122,9 +122,9 @@ class TableDataset(DatasetSpec):
     name = "table"
     description = "your CSV/Parquet file: table:PATH --targets a,b [--task-types] [--features] [--split]"
     source = "a local file"
-    defaults: dict[str, Any] = {"epochs": 20, "batch_size": 64, "lr": 1e-3}
-    quick: dict[str, Any] = {"epochs": 2, "train_size": 256, "val_size": 128, "test_size": 128}
-    options: dict[str, Any] = {"path": "", "targets": "", "task_types": "", "features": "", "split": ""}
+    defaults = {"epochs": 20, "batch_size": 64, "lr": 1e-3}
+    quick = {"epochs": 2, "train_size": 256, "val_size": 128, "test_size": 128}
+    options = {"path": "", "targets": "", "task_types": "", "features": "", "split": ""}
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
@@ -239,7 +239,8 @@ class TableDataset(DatasetSpec):
         splits = [Split(x[i], [y[i] for y in ys]) for i in idx]
         info = {"file": str(path), "rows": n, "features": feats, "ignored_columns": skipped, "task_types": kinds,
                 "tasks_stated": notes, "classes": classes}  # fmt: skip
-        self.loaded = self.apply_sizes(Data(*splits, info=info))
+        train, val, test = splits
+        self.loaded = self.apply_sizes(Data(train, val, test, info=info))
         return self.loaded
 
     def _need(self) -> None:
