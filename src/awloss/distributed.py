@@ -590,8 +590,9 @@ def reduce_jacobian(
 _FSDP1 = (
     "awloss.backward does not support FSDP1 (`FullyShardedDataParallel`, Lightning's strategy='fsdp'): its flat "
     "parameters hide the per-task gradients of the shared parameters. Use FSDP2 (`torch.distributed.fsdp."
-    "fully_shard`) with a Gramian aggregator (e.g. awloss.get('upgrad')), DDP (strategy='ddp'), or a loss-level "
-    "weighting (it syncs its losses under any strategy)."
+    "fully_shard`; in Lightning `strategy=ModelParallelStrategy(data_parallel_size=N, tensor_parallel_size=1)` "
+    "with a `configure_model` that calls fully_shard, CPU included) with a Gramian aggregator (e.g. "
+    "awloss.get('upgrad')), DDP (strategy='ddp'), or a loss-level weighting (it syncs its losses under any strategy)."
 )
 
 

@@ -133,13 +133,21 @@ def test_manual_optimisation_with_aggregator(name):
         assert all(f"weight/{t}" in trainer.callback_metrics for t in TASKS)
 
 
-def test_ddp_two_cpu_processes(tmp_path):
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One run of ``_lightning_ddp.py`` on 2 CPU processes (DDP, then FSDP2 through ModelParallelStrategy); gloo's
+    timeout is 120 s there, and the run is killed after 300 s."""
+    tmp_path = tmp_path_factory.mktemp("lightning2")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
            "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(HERE / "_lightning_ddp.py"), str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+def test_ddp_two_cpu_processes(two_ranks):
+    r0, r1 = two_ranks
     assert torch.equal(r0["weights"], r1["weights"])
     for k in r0["state"]:
         assert torch.equal(r0["state"][k], r1["state"][k]), k
@@ -147,6 +155,39 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert r0["agg_steps"] == r1["agg_steps"] == 3  # upgrad in manual optimisation, same model on both ranks
     for k in r0["agg_model"]:
         assert torch.equal(r0["agg_model"][k], r1["agg_model"][k]), k
+
+
+@pytest.mark.parametrize("key", ["fsdp2", "fsdp2_agg"])
+def test_fsdp2_model_parallel_strategy_two_cpu_processes(two_ranks, key):
+    """What works instead of strategy="fsdp" (FSDP1, GPU-only in Lightning): ModelParallelStrategy with a
+    `configure_model` that calls fully_shard, on CPU with gloo: the weighting, and an aggregator through
+    awloss.backward on the sharded trunk; the same on both ranks and equal to one process on the union of the
+    ranks' batches."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("_awloss_lightning_ddp", HERE / "_lightning_ddp.py")
+    LD = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(LD)
+    r0, r1 = two_ranks
+    a, b = r0[key], r1[key]
+    assert a["steps"] == b["steps"] == 3
+    assert torch.equal(a["weights"], b["weights"])
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    cls = LD.LitMTL if key == "fsdp2" else LD.LitAgg
+    ref = LD.reference(cls, r0["init"] if key == "fsdp2" else r0["agg_init"])
+    ref_w = ref.weighting.weights if key == "fsdp2" else ref.aggregator.weights
+    torch.testing.assert_close(a["weights"], ref_w, rtol=1e-5, atol=1e-6)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(a["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert not torch.equal(a["model"]["net.trunk.0.weight"], r0["agg_init" if key == "fsdp2_agg" else "init"]["net.trunk.0.weight"])
+
+
+def test_fsdp_strategy_on_cpu_is_lightnings_clear_error():
+    """Lightning's strategy="fsdp" is FSDP1 and needs CUDA: on CPU the Trainer refuses it itself, naming the GPU
+    accelerator; on CPU use ModelParallelStrategy (FSDP2, above) or strategy="ddp"."""
+    with pytest.raises(ValueError, match="requires a GPU accelerator"):
+        L.Trainer(accelerator="cpu", devices=2, strategy="fsdp")
 
 
 def test_fsdp_strategy_with_aggregator_is_a_clear_error():

@@ -13,8 +13,8 @@ float64 on the method's public output (update, ``weights``, ``solver_fallbacks``
 - CAGrad (``rescale=False``): ``d`` is feasible, ``‖d - g₀‖ <= c‖g₀‖``, and closes the duality gap: its
   worst improvement ``min_i g_iᵀd`` equals the dual objective ``g_vᵀg₀ + c‖g₀‖‖g_v‖`` at its own
   ``v = (w - 1/T) / Σ(w - 1/T)``; weak duality makes that a certificate of optimality of both.
-- Nash-MTL (``max_norm=0``): ``α_i (Gα)_i = 1`` up to its documented ridge ``1e-9·G_ii``
-  (``α_i(Gα)_i = 1 - 1e-9·G_ii·α_i²``), or its documented fallback, counted in ``solver_fallbacks``.
+- Nash-MTL (``max_norm=0``): ``α_i (Gα)_i = 1`` up to its documented ridge ``1e-9·G_ii`` (on G
+  normalised by its diagonal: ``α_i(Gα)_i = 1 - 1e-9·G_ii·α_i²``), or its documented fallback, counted in ``solver_fallbacks``.
 - FairGrad: ``w_i^{1/a}(Gw)_i ∈ [½, 1]`` (certified; 1 up to its ridge), or its fallback ``w = 0``, counted,
   and only where the rows are weakly Pareto-stationary (MGDA's min-norm point is 0).
 
@@ -172,8 +172,8 @@ def check_nash_mtl(J: torch.Tensor) -> None:
     Jp, a = J[P].double(), agg.weights[P].double()
     G = Jp @ Jp.T
     assert (a > 0).all(), f"nash_mtl: α <= 0: {a}"
-    ridge = 1e-9 * G.diagonal()  # its ridge: 1e-9 on the unit diagonal of diag(G)^(-1/2)·G·diag(G)^(-1/2)
-    res = a * (G @ a) - 1  # = -ridge_i·α_i² at the regularised solution
+    ridge = 1e-9 * G.diagonal()  # the solve runs on G normalised by its diagonal, ridge 1e-9 there
+    res = a * (G @ a) - 1  # = -ridge·α² at the regularised solution
     eps = torch.finfo(J.dtype).eps  # α is rounded to the input dtype: (Gδα)_i <= eps·(|G||α|)_i
     slack = 1e-5 + 10 * J.shape[0] * eps * a * (G.abs() @ a) + 2 * ridge * a * a
     assert (res.abs() <= slack).all(), f"nash_mtl: α(Gα) - 1 = {res} (allowed {slack})"

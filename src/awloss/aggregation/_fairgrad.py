@@ -125,6 +125,8 @@ class FairGrad(GramianAggregator):
         self.alpha = check_positive("alpha", alpha, strict=False)
         self.max_iters = None if max_iters is None else check_int("max_iters", max_iters)
 
+    masked_rows = True  # a zero row's weight is 0 without a mask (its row and column are 0): the base zeroes it
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T = gramian.shape[0]
         if self.alpha == 0:

@@ -28,8 +28,11 @@ What the mixin does:
   ``self.log`` (the logger writes them every ``Trainer(log_every_n_steps=…)`` steps).
 * Under ``strategy="ddp"`` the weighting syncs its losses across ranks by itself
   (:mod:`awloss.distributed`), so every rank logs and learns the same weights.
-* Under ``strategy="fsdp"`` (FSDP1) an ``aggregator`` raises ``NotImplementedError`` (``awloss.backward``
-  cannot take per-task gradients of FSDP1's flat parameters); use ``strategy="ddp"`` or a loss-level weighting.
+* Under ``strategy="fsdp"`` (FSDP1; Lightning refuses it without CUDA) an ``aggregator`` raises
+  ``NotImplementedError`` (``awloss.backward`` cannot take per-task gradients of FSDP1's flat parameters).
+  FSDP2 works, CPU included: ``strategy=ModelParallelStrategy(data_parallel_size=N, tensor_parallel_size=1)``
+  and a ``configure_model`` that calls ``fully_shard`` (a weighting, or an aggregator on the sharded trunk;
+  tested on 2 CPU processes, equal to one process). Or use ``strategy="ddp"``.
 """
 
 from __future__ import annotations
