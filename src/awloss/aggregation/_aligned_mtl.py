@@ -55,6 +55,8 @@ class AlignedMTL(GramianAggregator):
             raise ValueError(f"Parameter `scale_mode` must be 'min', 'median' or 'rmse', got {scale_mode!r}.")
         self.scale_mode = scale_mode
 
+    masked_rows = True
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T = gramian.shape[0]
         G = gramian.to(work_dtype(gramian))
@@ -72,7 +74,12 @@ class AlignedMTL(GramianAggregator):
         else:  # lower median of the kept eigenvalues (sorted descending)
             idx = (rank - 1 - (rank - 1) // 2).clamp_min(0)
             scale = lam[idx]
-        pref = torch.full((T,), 1.0 / T, dtype=G.dtype, device=G.device)
+        present = self._present()
+        if present is None:
+            pref = torch.full((T,), 1.0 / T, dtype=G.dtype, device=G.device)
+        else:  # a zero row spans no kept eigenvector: it only leaves the preference (1/m on the others)
+            pref = present.to(G.dtype)
+            pref = pref / pref.sum().clamp_min(1.0)
         w = scale.clamp_min(0).sqrt() * (V @ (inv_sqrt * (V.T @ pref)))
         return torch.where(rank > 0, w, pref)
 

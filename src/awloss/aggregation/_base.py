@@ -55,7 +55,8 @@ class Aggregator(nn.Module):
     state_per_column: ClassVar[bool] = False
     #: ``"left_out"``: a zero row (absent task) is left out of the solve, gets weight 0, and the other tasks
     #: get the ``T - 1`` task answer (the base does it for Gramian and stateless methods; stateful
-    #: non-Gramian methods do it in ``forward``). ``"kept"``: the method's weights do not depend on the rows
+    #: non-Gramian methods do it in ``forward``). Gramian methods with ``masked_rows`` do it with a device
+    #: mask on every device; the others and the stateless ones find the rows by a host read, on the CPU only. ``"kept"``: the method's weights do not depend on the rows
     #: (fixed user weights, a robust statistic), documented in its docstring. ``"own"``: the method's own
     #: solve treats zero rows (Krum's masks, PCD's primary row 0); the base leaves them in.
     zero_rows: ClassVar[str] = "left_out"
@@ -274,6 +275,10 @@ class GramianAggregator(Aggregator):
     #: the weights are one constant for every task whatever ``G`` (GradMean, GradSum): :func:`awloss.backward`
     #: then needs no Jacobian, only the gradient of ``ΣLᵢ`` (one backward pass).
     _uniform: ClassVar[bool] = False
+    #: ``weights_from_gramian`` reads :meth:`_present` (a device mask of the non-zero rows) and answers the
+    #: problem without the zero rows itself: no host read, the same answer on every device. Otherwise the
+    #: base leaves zero rows out where a host read is free (the CPU) and keeps them elsewhere.
+    masked_rows: ClassVar[bool] = False
 
     def forward(self, jacobian: Tensor) -> Tensor:
         G = gramian(jacobian)  # float64: a float32 Gramian is indefinite by round-off (see _solvers)
@@ -304,13 +309,22 @@ class GramianAggregator(Aggregator):
         out of the solve: it gets weight 0 and the other tasks get the weights of the ``T - 1`` task problem.
         Stateful subclasses read :attr:`_rows` (the indices solved, ``None`` for all) and ``_rows_of`` (the
         number of tasks they index) to index their state.
-        Finding zero rows reads one boolean from the device (skipped under ``torch.compile``).
+        A ``masked_rows`` method gets the mask instead (no host read, every device); for the others finding
+        zero rows reads one boolean from the device, on the CPU only (elsewhere they are kept).
         """
-        rows = _nonzero_rows(G) if self.zero_rows == "left_out" else None
+        masked = self.masked_rows and self.zero_rows == "left_out"
+        rows = _nonzero_rows(G) if self.zero_rows == "left_out" and not masked else None
+        present = G.diagonal() != 0 if masked else None  # NaN counts as present (the check names the task)
         if self.check:  # a NaN would make eigh/solve raise before the check names the task
             G = torch.where(torch.isfinite(G), G, torch.zeros_like(G))
         if rows is None:
-            w = self.weights_from_gramian(G)
+            self.__dict__["_present_rows"] = present
+            try:
+                w = self.weights_from_gramian(G)
+            finally:
+                self.__dict__["_present_rows"] = None
+            if present is not None:
+                w = torch.where(present, w, torch.zeros_like(w))
         else:
             self._rows, self._rows_of = rows, G.shape[0]
             try:
@@ -325,3 +339,8 @@ class GramianAggregator(Aggregator):
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Return the weights ``Tensor[T]`` for ``gramian`` (``G = JJᵀ``)."""
         raise NotImplementedError
+
+    def _present(self) -> Tensor | None:
+        """For a ``masked_rows`` method inside a call: the device mask of the rows to solve (the non-zero
+        ones); ``None`` when all are (a direct ``weights_from_gramian`` call)."""
+        return self.__dict__.get("_present_rows")

@@ -50,6 +50,10 @@ class CAGrad(GramianAggregator):
         cvxpy/Clarabel; we follow the piecewise-linear solution path of the dual in torch (exact up to
         round-off, no host round trip). The official code's ``rescale`` default is kept. An uncertified
         solve falls back to the mean gradient's weights ``1/T`` (counted in ``solver_fallbacks``).
+        A zero row of the Jacobian (an absent task) is left out of the solve on the CPU only, where finding
+        it is a free host read; on accelerators and under ``torch.compile`` it is kept (it counts in ``g₀``
+        and in the simplex), so there the answer with an absent task is not the ``T - 1`` task one. Its
+        solver has no masked form yet (the other Gramian methods leave zero rows out on every device).
     """
 
     name = "cagrad"

@@ -51,6 +51,8 @@ class ConFIG(GramianAggregator):
     name = "config"
     aliases = ("conflictfree",)
 
+    masked_rows = True  # a zero row's weight is 0 without a mask (its row and column are 0): the base zeroes it
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T = gramian.shape[0]
         G = gramian.to(work_dtype(gramian))

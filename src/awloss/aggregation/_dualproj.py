@@ -54,9 +54,15 @@ class DualProj(GramianAggregator):
         super().__init__()
         self.reg = check_positive("reg", reg, strict=False)
 
+    masked_rows = True
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
-        T = gramian.shape[0]
-        U = torch.full((1, T), 1.0 / T, dtype=gramian.dtype, device=gramian.device)
+        T, present = gramian.shape[0], self._present()
+        if present is None:
+            U = torch.full((1, T), 1.0 / T, dtype=gramian.dtype, device=gramian.device)
+        else:  # a zero row has no preference and a void constraint: its dual variable stays 0
+            p = present.to(gramian.dtype)
+            U = (p / p.sum().clamp_min(1.0))[None]
         W, ok = dual_cone_weights(gramian, U, self.reg)
         return self._certified(W[0], ok, U[0], "the dual-cone projection QP")
 

@@ -59,6 +59,9 @@ class ExcessMTL(Aggregator):
         whose first softmax renormalises them anyway). The squared-gradient sum is kept in float64 (TorchJD:
         the Jacobian's dtype), so float32 gradients of size 1e20 do not overflow; it costs ``8·T·n`` bytes.
         Per-task baselines for absent tasks are ours (TorchJD divides by a zero baseline).
+        With ``n_warmup_steps=0`` (official, TorchJD) the first call's risk enters unscaled, so its size
+        matters: a task whose first gradient is large (norm ~1e8) takes a logit lead the later scaled
+        risks (about 1 per call) cannot undo, and the other weights underflow to 0 (kept, for parity).
     """
 
     name = "excess_mtl"

@@ -76,6 +76,8 @@ class GradRandom(GramianAggregator):
             self._generator.manual_seed(self.seed)
             self.rng_state = self._generator.get_state()
 
+    masked_rows = True  # its draws are mapped onto the non-zero rows (below)
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T = gramian.shape[0]
         dtype = gramian.dtype if gramian.dtype in (torch.float32, torch.float64) else torch.float32

@@ -8,6 +8,7 @@ from torch import Tensor
 from .._inputs import check_positive
 from .._registry import register
 from ._base import GramianAggregator
+from ._solvers import visit_orders
 
 __all__ = ["GradVac"]
 
@@ -71,6 +72,8 @@ class GradVac(GramianAggregator):
     def reset_parameters(self) -> None:
         self.phi_hat = torch.zeros(0, 0, device=self.phi_hat.device)
 
+    masked_rows = True
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         G = gramian
         T, dev = G.shape[0], G.device
@@ -81,14 +84,19 @@ class GradVac(GramianAggregator):
         phi_hat = self.phi_hat.to(G.dtype)
         if rows is not None:
             phi_hat = phi_hat[rows][:, rows]
-        order = torch.rand(T, T, device=dev).argsort(dim=1)
+        present = self._present()
+        order = visit_orders(T, present, dev)
         rows = torch.arange(T, device=dev)
         C = torch.eye(T, dtype=G.dtype, device=dev)
         norm_g = G.diagonal().clamp_min(0).sqrt()
         unit = norm_g.pow(2).mean().sqrt()  # eps is relative to the gradients' scale (scale invariance)
+        if present is not None:  # the mean over the non-zero rows
+            unit = (norm_g.pow(2).sum() / present.sum().clamp_min(1).to(G.dtype)).sqrt()
         for k in range(T):
             j = order[:, k]
             valid = j != rows
+            if present is not None:  # a pair with a zero row: no projection, its target keeps its value
+                valid = valid & present & present[j]
             cG = C @ G
             dot = cG.gather(1, j[:, None]).squeeze(1)
             norm_i = (cG * C).sum(dim=1).clamp_min(0).sqrt()

@@ -48,6 +48,8 @@ class IMTLG(GramianAggregator):
     name = "imtl_g"
     aliases = ("imtlg",)
 
+    masked_rows = True  # a zero row's weight is 0 without a mask (its row and column are 0): the base zeroes it
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         G = gramian.to(work_dtype(gramian))
         G = 0.5 * (G + G.T)

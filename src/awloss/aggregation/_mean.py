@@ -46,8 +46,13 @@ class GradMean(GramianAggregator):
     name = "grad_mean"
     _uniform = True
 
+    masked_rows = True
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
-        T = gramian.shape[0]
+        T, present = gramian.shape[0], self._present()
+        if present is not None:  # zero rows: weight 0, the others 1 / (number of non-zero rows)
+            p = present.to(gramian.dtype)
+            return p / p.sum().clamp_min(1.0)
         return torch.full((T,), 1.0 / T, dtype=gramian.dtype, device=gramian.device)
 
 
@@ -81,5 +86,10 @@ class GradSum(GramianAggregator):
     name = "grad_sum"
     _uniform = True
 
+    masked_rows = True
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
+        present = self._present()
+        if present is not None:  # a zero row's weight is reported as 0 (it adds nothing either way)
+            return present.to(gramian.dtype)
         return torch.ones(gramian.shape[0], dtype=gramian.dtype, device=gramian.device)

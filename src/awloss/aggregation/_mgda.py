@@ -65,14 +65,22 @@ class MGDA(GramianAggregator):
         self.normalize = normalize
         self.reg = check_positive("reg", reg)
 
+    masked_rows = True
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         G = gramian
         if self.normalize == "l2":
             d = gramian.diagonal().clamp_min(0).sqrt()
             inv = (1.0 / d).nan_to_num(0.0, posinf=0.0)
             G = gramian * inv[:, None] * inv[None, :]
-        w, ok = min_norm_simplex(G, reg=self.reg)
-        w = self._certified(w, ok, torch.full_like(w, 1.0 / w.shape[0]), "the min-norm solver")
+        present = self._present()
+        w, ok = min_norm_simplex(G, reg=self.reg, present=present)
+        if present is None:
+            safe = torch.full_like(w, 1.0 / w.shape[0])
+        else:  # uniform over the non-zero rows
+            safe = present.to(w.dtype)
+            safe = safe / safe.sum().clamp_min(1.0)
+        w = self._certified(w, ok, safe, "the min-norm solver")
         if self.normalize == "l2":
             w = w * inv.to(w.dtype)
         return w

@@ -79,10 +79,21 @@ class NashMTL(GramianAggregator):
         self.alpha = torch.zeros(0, device=self.step.device)
         self._reset_step()
 
+    masked_rows = True
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
-        T = gramian.shape[0]
+        T, present = gramian.shape[0], self._present()
         rows = self._rows  # the tasks solved (zero rows are left out by the base); None: all of them
         full = T if rows is None else self._rows_of
+        n: Tensor | int = T  # the number of tasks solved
+        if present is not None:  # a zero row becomes a decoupled c·e_i (c: the others' mean diagonal):
+            p = present.to(gramian.dtype)  # its α = 1/√c leaves the others' Gα = 1/α unchanged
+            n = p.sum().clamp_min(1.0)
+            d = gramian.diagonal()
+            c = (d.sum() / n).clamp_min(torch.finfo(gramian.dtype).tiny)
+            gramian_solved = gramian + torch.diag((1 - p) * c)
+        else:
+            gramian_solved = gramian
         known = self.alpha.shape == (full,)
         warm = (self.alpha if rows is None else self.alpha[rows]) if known else None
         if warm is not None and self._step % self.update_weights_every != 0:
@@ -91,17 +102,20 @@ class NashMTL(GramianAggregator):
             # Solve on G normalised by its diagonal (unit-norm gradients): with s = √diag(G), G̃β = 1/β for
             # G̃ = G/(s sᵀ) gives α = β/s with Gα = 1/α exactly, and the solver's ridge (relative to the mean
             # diagonal) no longer swamps a task whose gradient is 1e-5 times the others' (zero rows are left out).
-            Gw = gramian.to(work_dtype(gramian))
+            G = gramian_solved
+            Gw = G.to(work_dtype(G))
             s = Gw.diagonal().clamp_min(0).sqrt().clamp_min(torch.finfo(Gw.dtype).tiny)
             init = None if warm is None else warm * s
-            Gn = (Gw / (s[:, None] * s[None, :])).to(gramian.dtype)  # its dtype sets the solver's rounding ridge
+            Gn = (Gw / (s[:, None] * s[None, :])).to(G.dtype)  # its dtype sets the solver's rounding ridge
             b, ok = nash_bargaining(Gn, init, max_iter=self.max_iter)
             a = b / s
             if warm is not None:  # fallback: the last certified weights, else each task's update norm 1/√T
                 safe = warm.to(a.dtype)
             else:
-                safe = (T * gramian.diagonal().to(a.dtype)).clamp_min(torch.finfo(a.dtype).tiny).rsqrt()
+                safe = (n * G.diagonal().to(a.dtype)).clamp_min(torch.finfo(a.dtype).tiny).rsqrt()
             a = self._certified(a, ok, safe, "the bargaining solver")
+            if present is not None:  # keep the absent tasks' last weights for when they come back
+                a = torch.where(present, a, self.alpha.to(a.dtype) if known else torch.zeros_like(a))
             if rows is None:
                 self.alpha = a.detach()
             else:  # keep the absent tasks' last weights for when they come back
@@ -109,6 +123,8 @@ class NashMTL(GramianAggregator):
                 self.alpha = base.index_copy(0, rows, a.detach())
             alpha = a.to(gramian.dtype)
         self._advance_step()
+        if present is not None:
+            alpha = torch.where(present, alpha, torch.zeros_like(alpha))
         if self.max_norm > 0:
             norm = (alpha @ gramian @ alpha).clamp_min(0).sqrt()
             alpha = alpha * torch.where(norm > self.max_norm, self.max_norm / norm, torch.ones_like(norm))

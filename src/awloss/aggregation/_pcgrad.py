@@ -7,6 +7,7 @@ from torch import Tensor
 
 from .._registry import register
 from ._base import GramianAggregator
+from ._solvers import visit_orders
 
 __all__ = ["PCGrad", "pcgrad_weights"]
 
@@ -75,10 +76,16 @@ class PCGrad(GramianAggregator):
             raise ValueError(f"Parameter `reduction` must be 'sum' or 'mean', got {reduction!r}.")
         self.reduction = reduction
 
+    masked_rows = True
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         T = gramian.shape[0]
-        order = torch.rand(T, T, device=gramian.device).argsort(dim=1)
+        present = self._present()
+        order = visit_orders(T, present, gramian.device)
         w = pcgrad_weights(gramian, order).sum(dim=0)
+        if present is not None:  # a zero row projects on nothing and nothing on it: drop its own row
+            w = torch.where(present, w, torch.zeros_like(w))
+            return w / present.sum().clamp_min(1).to(w.dtype) if self.reduction == "mean" else w
         return w / T if self.reduction == "mean" else w
 
     def extra_repr(self) -> str:

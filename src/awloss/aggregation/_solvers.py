@@ -37,6 +37,7 @@ __all__ = [
     "normalize_gramian",
     "project_simplex",
     "rounding_ridge",
+    "visit_orders",
     "work_dtype",
 ]
 
@@ -171,15 +172,21 @@ def nnqp(A: Tensor, b: Tensor, *, max_iter: int | None = None, tol: float = 1e-1
     return x, ok
 
 
-def min_norm_simplex(G: Tensor, *, reg: float = 1e-8) -> tuple[Tensor, Tensor]:
+def min_norm_simplex(G: Tensor, *, reg: float = 1e-8, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Weights ``w ∈ Δ`` minimising ``wᵀGw``: the min-norm point of the convex hull (MGDA).
 
     ``T = 2`` uses the closed form of Sener & Koltun (2018). Otherwise the dual problem
     ``min_{v>=0} ½vᵀGv - 1ᵀv`` is solved by :func:`nnqp` and ``w = v / 1ᵀv`` (its KKT conditions are
     exactly those of the min-norm problem); a ridge ``reg·tr(G)/T`` keeps it bounded when 0 lies in the
     hull, where any minimiser gives the zero update.
+
+    ``present`` (a boolean ``Tensor[T]``) restricts the simplex to those rows (zero rows of ``G``): the others
+    get weight 0, no host read (their dual variable has no linear term and no coupling, so it stays 0; the
+    ridge is ``reg·tr(G)/m`` for the ``m`` rows solved).
     """
     T = G.shape[0]
+    if present is not None:
+        return _min_norm_simplex_masked(normalize_gramian(G), reg, present)
     Gn = normalize_gramian(G)
     if T == 1:
         return torch.ones(1, dtype=Gn.dtype, device=Gn.device), torch.ones((), dtype=torch.bool, device=G.device)
@@ -194,6 +201,39 @@ def min_norm_simplex(G: Tensor, *, reg: float = 1e-8) -> tuple[Tensor, Tensor]:
     v = v[0]
     s = v.sum()
     return v / s, ok[0] & (s > 0)
+
+
+def visit_orders(T: int, present: Tensor | None, device: torch.device) -> Tensor:
+    """Random visiting orders ``rand(T, T).argsort(dim=1)`` (PCGrad, GradVac).
+
+    With ``present`` (the non-zero rows, ``m`` of them) the present rows visit each other in the orders the
+    ``m``-task problem draws: its ``m·m`` numbers are the first ones of the ``T·T`` (row-major) drawn here,
+    mapped onto the present rows by rank; the zero rows come last. No host read."""
+    r = torch.rand(T, T, device=device)
+    if present is None:
+        return r.argsort(dim=1)
+    rank = present.cumsum(0) - 1
+    idx = (rank[:, None] * present.sum() + rank[None, :]).clamp(0, T * T - 1)
+    vals = torch.where(present[:, None] & present[None, :], r.reshape(-1)[idx], torch.full_like(r, 2.0))
+    return vals.argsort(dim=1)
+
+
+def _min_norm_simplex_masked(Gn: Tensor, reg: float, present: Tensor) -> tuple[Tensor, Tensor]:
+    T, p = Gn.shape[0], present.to(Gn.dtype)
+    m = p.sum()
+    yes = torch.ones((), dtype=torch.bool, device=Gn.device)
+    if T <= 2:  # the closed form when both rows are there; one row: weight 1; none: 0
+        if T == 1:
+            return p, yes
+        w, ok = min_norm_simplex(Gn)
+        return torch.where(present.all(), w, p), ok | ~present.all()
+    A = Gn + (reg / m.clamp_min(1.0)) * torch.eye(T, dtype=Gn.dtype, device=Gn.device)
+    v, ok = nnqp(A, -p[None])
+    v = v[0]
+    s = v.sum()
+    none = m == 0
+    w = torch.where(none, torch.zeros_like(v), v / torch.where(s > 0, s, torch.ones_like(s)))
+    return w, (ok[0] & (s > 0)) | none
 
 
 def cagrad_dual(G: Tensor, c: float, *, reg: float = 1e-8, max_iter: int | None = None) -> tuple[Tensor, Tensor]:

@@ -71,9 +71,15 @@ class UPGrad(GramianAggregator):
         super().__init__()
         self.reg = check_positive("reg", reg, strict=False)
 
+    masked_rows = True
+
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
-        T = gramian.shape[0]
-        U = torch.eye(T, dtype=gramian.dtype, device=gramian.device) / T
+        T, present = gramian.shape[0], self._present()
+        if present is None:
+            U = torch.eye(T, dtype=gramian.dtype, device=gramian.device) / T
+        else:  # a zero row has no preference and a void constraint: its dual variables stay 0
+            p = present.to(gramian.dtype)
+            U = torch.diag(p / p.sum().clamp_min(1.0))
         W, ok = dual_cone_weights(gramian, U, self.reg)
         return self._certified(W.sum(dim=0), ok, U.sum(dim=0), "the dual-cone projection QP")
 
