@@ -202,48 +202,70 @@ def engines_main(args, tja) -> list[dict]:
                         times[k].append(time_case(fn, args.steps, clock))
                 med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
                 load = os.getloadavg()[0]
-                row = {"workload": kind, "method": name, "tasks": T, "load": load, **{f"{k}_ms": v for k, v in med.items()}}
+                row = {"workload": kind, "method": name, "tasks": T, "load": load}
+                row.update({f"{k}_ms": v for k, v in med.items()})
                 rows.append(row)
                 ratio = lambda a, b: f"{med[a] / med[b]:.2f}" if a in med and b in med else "-"  # noqa: E731
-                print(f"{kind:<12}{name:<8}{T:>3}" + "".join(f"{med[c]:>16.2f}" if c in med else f"{'-':>16}" for c in cols)
+                cells = "".join(f"{med[c]:>16.2f}" if c in med else f"{'-':>16}" for c in cols)
+                print(f"{kind:<12}{name:<8}{T:>3}" + cells
                       + f"{ratio('ours_gram', 'floor'):>11}{ratio('torchjd', 'ours_gram'):>9}"
                       f"{ratio('torchjd_gram', 'ours_gram'):>12}{load:>6.1f}", flush=True)
     return rows
 
 
+def _vm(field: str) -> float:
+    """``VmRSS`` / ``VmHWM`` of this process from ``/proc/self/status``, in MiB (Linux)."""
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _memory_child(variant: str, T: int, name: str) -> None:
-    """One variant in this process: build, one warm-up step, then the peak RSS of a second step (MiB)."""
+    """One variant in this process: build, a first step (``ru_maxrss`` then includes one-time allocations such
+    as BLAS workspaces), the peak reset (``/proc/self/clear_refs``), a second step and its own peak (``VmHWM``)."""
     import torchjd.aggregation as tja
 
     warnings.filterwarnings("ignore")
     fn = engine_cases(name, T, "big", tja, only=variant)[variant]
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _vm("VmRSS")
     fn()
+    first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = _vm("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # the high-water mark restarts from the current RSS
+        f.write("5")
     fn()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"variant": variant, "peak_mib": peak, "before_step_mib": base}))
+    second = _vm("VmHWM")
+    print(json.dumps({"variant": variant, "before_mib": before, "first_peak_mib": first, "after_first_mib": after,
+                      "second_peak_mib": second}))
 
 
 def memory_main(args) -> list[dict]:
     T, name = args.memory_tasks, (args.methods or ["upgrad"])[0]
     n = sum(p.numel() for p in workload("big", 1)[0].parameters())
-    print(f"peak RSS (ru_maxrss) of two steps, one process per variant; MLP 1024-2048-2048-2048 trunk "
+    print(f"resident memory of one step per variant, each in its own process; MLP 1024-2048-2048-2048 trunk "
           f"({n / 1e6:.1f}M parameters), batch 64, T = {T}, {name}; load average {os.getloadavg()[0]:.1f}")
+    print("before: RSS with the model built; first: ru_maxrss over the first step (with one-time allocations);"
+          " second: VmHWM of a second step after resetting the high-water mark (steady state)")
     rows = []
     for variant in ["sum", "floor", "ours", "ours_gram", "torchjd", "torchjd_gram"]:
         cmd = [sys.executable, __file__, "--memory-child", variant, "--memory-tasks", str(T), "--methods", name]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0 or not res.stdout.strip():
-            print(f"{variant:<14} failed: {res.stderr.strip().splitlines()[-1:] }")
+            print(f"{variant:<14} failed: {res.stderr.strip().splitlines()[-1:]}")
             continue
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     base = next((r for r in rows if r["variant"] == "sum"), None)
-    print(f"{'variant':<14}{'peak MiB':>10}{'before MiB':>12}{'step MiB':>10}{'peak/sum':>10}{'step/sum':>10}")
+    print(f"{'variant':<14}{'before MiB':>11}{'first MiB':>11}{'second MiB':>12}{'first/sum':>11}{'second/sum':>12}"
+          f"{'2nd-before/sum':>16}")
     for r in rows:
-        step = r["peak_mib"] - r["before_step_mib"]
-        rel = (f"{r['peak_mib'] / base['peak_mib']:>10.2f}"
-               f"{step / max(1e-9, base['peak_mib'] - base['before_step_mib']):>10.2f}") if base else ""
-        print(f"{r['variant']:<14}{r['peak_mib']:>10.0f}{r['before_step_mib']:>12.0f}{step:>10.0f}{rel}")
+        rel = ""
+        if base:
+            extra = (r["second_peak_mib"] - r["before_mib"]) / max(1e-9, base["second_peak_mib"] - base["before_mib"])
+            rel = (f"{r['first_peak_mib'] / base['first_peak_mib']:>11.2f}"
+                   f"{r['second_peak_mib'] / base['second_peak_mib']:>12.2f}{extra:>16.2f}")
+        mib = f"{r['before_mib']:>11.0f}{r['first_peak_mib']:>11.0f}{r['second_peak_mib']:>12.0f}"
+        print(f"{r['variant']:<14}{mib}{rel}")
     return rows
 
 

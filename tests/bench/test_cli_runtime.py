@@ -267,3 +267,21 @@ def test_method_that_needs_an_argument_by_default_is_skipped_not_fatal():
     assert "cannot be built with its defaults" in check_method_args([MethodSpec("pref", "weighting", NeedsPreference)], 2)["pref"]
     with pytest.raises(BenchError, match="pref rejects weights='x'"):
         check_method_args([MethodSpec("pref", "weighting", NeedsPreference, {"weights": "x"})], 2)
+
+
+def test_aggregator_that_cannot_run_on_this_many_tasks_is_skipped_not_fatal():
+    """TrimmedMean(1) needs 3 rows, which only its call checks: on a 2-task dataset the bench died mid-run
+    (``internal error``) instead of skipping it at the start with how to fix it."""
+    from awloss.bench.api import check_method_args
+    from awloss.bench.datasets import BenchError
+    from awloss.bench.runner import resolve_methods
+
+    skipped = check_method_args(resolve_methods(["trimmed_mean", "krum", "mgda"], {}), 2)
+    assert set(skipped) == {"trimmed_mean"}  # Krum(n_byzantine=0) accepts 2 rows (its Note)
+    assert "cannot run on 2 tasks" in skipped["trimmed_mean"] and "trim_number" in skipped["trimmed_mean"]
+    assert check_method_args(resolve_methods(["trimmed_mean"], {}), 3) == {}
+    with pytest.raises(BenchError, match="krum rejects n_byzantine=1"):
+        check_method_args(resolve_methods(["krum"], {"krum": {"n_byzantine": 1}}), 3)
+    assert check_method_args(resolve_methods(["trimmed_mean"], {"trimmed_mean": {"trim_number": 0}}), 2) == {}
+    with pytest.raises(BenchError, match="trimmed_mean rejects trim_number=1"):
+        check_method_args(resolve_methods(["trimmed_mean"], {"trimmed_mean": {"trim_number": 1}}), 2)

@@ -73,3 +73,48 @@ def test_plot_all_writes_four_figures_and_marks_the_recommendation(tmp_path, mon
     assert log_panels == ["uw (log scale)"]  # weights spanning 4 decades; ew's constant weights stay linear
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_weights_panel_says_no_weights_for_a_non_weighted_aggregator_and_shows_negative_ones(tmp_path, monkeypatch):
+    """TrimmedMean/GradDrop return no weights: their panel read "every task: 0 (lines overlap)"; PBI's weights
+    go below 0 (it pushes losses under its preference ray up) and were cut off at 0."""
+    from awloss.bench.api import Results
+    from awloss.bench.datasets import Metric
+    from awloss.bench.report import summarise
+    from awloss.bench.verdict import compare_to_ew, recommend
+
+    metrics = [Metric("mae_a", "a", False), Metric("mae_b", "b", False)]
+    runs = [_run("ew", s, [[1, 1], [1, 1]], [2.0 + s, 1.5 + s]) for s in range(3)]
+    runs += [_run("trimmed_mean", s, [None, None], [2.1 + s, 1.4 + s]) for s in range(3)]
+    runs += [_run("pbi", s, [[1.5, -0.5], [2.0, -0.8]], [2.2 + s, 1.6 + s]) for s in range(3)]
+    summary = summarise(runs, [], metrics, ["a", "b"])
+    comp = compare_to_ew(runs, {"mae_a": False, "mae_b": False}, "ew")
+    verdict = recommend(comp, {"ew": 1.0, "trimmed_mean": 1.0, "pbi": 1.0}, ew="ew", n_seeds=3)
+    panels = {}
+    real = plots._finish
+
+    def spy(fig, plt_, path, title, rows):
+        if path.name == "weights.png":
+            for ax in fig.axes:
+                panels[ax.get_title()] = (" ".join(t.get_text() for t in ax.texts), ax.get_ylim())
+        return real(fig, plt_, path, title, rows)
+
+    monkeypatch.setattr(plots, "_finish", spy)
+    res = Results("toy", summary, verdict, comp, runs, [], metrics, ["a", "b"], "t",
+                  payload={"config": {"seeds": [0, 1, 2], "train": {"epochs": 2}}})
+    plots.plot_all(tmp_path, res)
+    assert "no task weights" in panels["trimmed_mean"][0] and "every task" not in panels["trimmed_mean"][0]
+    assert panels["pbi"][1][0] <= -0.8
+
+
+def test_a_run_records_no_weights_for_an_aggregator_that_returns_none(tmp_path):
+    import json
+
+    from awloss.bench.cli import main
+
+    assert main(["bench", "--quick", "-d", "synthetic", "--methods", "ew,graddrop", "--no-progress", "--no-plots",
+                 "--no-stl", "--out", str(tmp_path / "o")]) == 0  # fmt: skip
+    runs = json.loads((tmp_path / "o" / "results.json").read_text())["runs"]
+    by = {r["method"]: r for r in runs}
+    assert all(h["weights"] is None for h in by["graddrop"]["history"])
+    assert all(h["weights"] == [1.0, 1.0, 1.0] for h in by["ew"]["history"])

@@ -67,6 +67,23 @@ class Cross(nn.Module):
         return self.up(h.transpose(1, 2)).mean(2)
 
 
+class Added(nn.Module):
+    """Parameters added with broadcasting: a positional table ``[1, S, d]``, a per-channel offset ``[C, 1, 1]``;
+    and ``x @ W`` with ``W[d_in, d_out]`` (no transpose) and a plain ``addmm``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, 4, 3))
+        self.offset = nn.Parameter(torch.randn(3, 1, 1))
+        self.w = nn.Parameter(torch.randn(12, 5))
+        self.b = nn.Parameter(torch.randn(5))
+
+    def forward(self, x):
+        h = (x + self.pos).unsqueeze(-1).transpose(1, 2) + self.offset  # [B, 3, 4, 1]
+        h = torch.tanh(h.flatten(1))
+        return torch.tanh(torch.addmm(self.b, h, self.w, beta=0.5, alpha=2.0) + h @ self.w)
+
+
 def mlp():
     return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 6, bias=False), nn.Tanh()), torch.randn(7, 5), 6
 
@@ -92,6 +109,7 @@ ARCHS = {
     "lstm_fallback": lambda: (Twice(lstm=True), torch.randn(3, 4, 5), 6),
     "linear_used_twice": lambda: (Twice(), torch.randn(7, 5), 6),
     "cross_attention_sparse": lambda: (Cross(), torch.randint(0, 9, (3, 5)), 3),
+    "broadcast_and_matmul": lambda: (Added(), torch.randn(6, 4, 3), 5),
 }
 
 
@@ -116,8 +134,9 @@ def assert_same(a, b, dtype):
     wb, gb = b
     tol = TOL[dtype]
     torch.testing.assert_close(wb, wa, rtol=tol, atol=tol * wa.abs().max())
-    scale = max(g.to_dense().abs().max() for g in ga if g is not None)  # a gradient that is 0 by symmetry (a bias before
-    for x, y in zip(ga, gb):  # BatchNorm) is compared at the scale of the others, not at its own round-off
+    # a gradient that is 0 by symmetry (a bias before BatchNorm) is compared at the others' scale, not its round-off
+    scale = max(g.to_dense().abs().max() for g in ga if g is not None)
+    for x, y in zip(ga, gb):
         assert (x is None) == (y is None)
         if x is not None:
             torch.testing.assert_close(y.to_dense(), x.to_dense(), rtol=tol, atol=tol * scale)
@@ -143,8 +162,8 @@ def test_the_gramian_engine_equals_the_jacobian_path(arch, dtype, route, request
 
 @pytest.mark.parametrize("name", GRAMIAN)
 def test_every_gramian_aggregator_gets_the_same_weights_and_grad(name, rules):
-    assert_same(step("cnn_batchnorm", "loop", torch.float64, name), step("cnn_batchnorm", "gramian", torch.float64, name),
-                torch.float64)
+    ref = step("cnn_batchnorm", "loop", torch.float64, name)
+    assert_same(ref, step("cnn_batchnorm", "gramian", torch.float64, name), torch.float64)
 
 
 @pytest.mark.parametrize("case", [{"T": 1}, {"absent": (1,)}, {"zero": (0,)}, {"T": 4, "absent": (3,), "zero": (1,)}])
@@ -216,7 +235,9 @@ def test_auto_chooses_the_gramian_engine_over_the_memory_budget_only(monkeypatch
     assert chosen("grad_sum", n_bytes - 1) == "summed"  # one backward of ΣLᵢ is cheaper still
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn_batchnorm", "transformer_batch_first", "transformer_seq_first"])
+@pytest.mark.parametrize(
+    "arch", ["mlp", "cnn_batchnorm", "transformer_batch_first", "transformer_seq_first", "broadcast_and_matmul"]
+)
 def test_these_architectures_need_no_fallback(arch, monkeypatch, rules):
     """Every shared parameter of these models has a rule (no per-parameter Jacobian block is formed)."""
     from awloss._backward import _gram as _gramian

@@ -21,6 +21,7 @@ from torch.autograd.graph import GradientEdge
 
 from ._engine import Engine, Jacobian, accumulate, guarded, missing_params
 from ._gather import Losses
+from ._loop import _ENGINE
 from ._sites import Use, use_of
 
 CHUNK_BYTES = 32 * 2**20  # the largest per-layer block J_p (or a chunk of its rows) built at once
@@ -62,9 +63,9 @@ def _rows_gramian(a: Tensor, d: Tensor) -> Tensor:
     T, N, o = d.shape
     i = a.shape[1]
     a = a.to(d.dtype)
-    if _identity_cheaper(T, N, i, o):
-        kd = torch.matmul(a @ a.T, d)  # [T, N, o]
-        return d.reshape(T, -1) @ kd.reshape(T, -1).T
+    if _identity_cheaper(T, N, i, o):  # G[:, t] = <d_s, K d_t>, one task at a time (no [T, N, o] temporary)
+        K, flat = a @ a.T, d.reshape(T, -1)
+        return torch.stack([flat @ (K @ d[t]).reshape(-1) for t in range(T)], dim=1)
     step = max(1, CHUNK_BYTES // max(1, T * i * d.element_size()))
     G = d.new_zeros(T, T)
     for c in range(0, o, step):
@@ -112,27 +113,26 @@ class GramianEngine(Engine):
             uses = [use_of(n, s, p, consumers) for n, s in consumers.get(acc, ())]
             if not uses or any(u is None for u in uses):
                 self.fallback.append(p)
-            elif _direct(p, uses, T) and held + T * p.numel() * p.element_size() <= DIRECT_BYTES:  # type: ignore[arg-type]
+            elif _direct(p, uses, T) and held + T * p.nbytes <= DIRECT_BYTES:  # type: ignore[arg-type]
                 direct.append(p)
-                held += T * p.numel() * p.element_size()
+                held += T * p.nbytes
             else:
                 self.covered.append((p, uses))  # type: ignore[arg-type]
         self.blocked = self.fallback + direct
         nodes = list(dict.fromkeys(u.node for _, uses in self.covered for u in uses))
-        inputs: list[Any] = [GradientEdge(n, 0) for n in nodes] + self.blocked + self.heads
-        k_heads = len(nodes) + len(self.blocked)
-        cols: list[Tensor | None] = [None] * k_heads
-        self.head_grads: list[Tensor | None] = [None] * len(self.heads)
+        inputs: list[Any] = [GradientEdge(n, 0) for n in nodes] + self.blocked
+        cols: list[Tensor | None] = [None] * len(inputs)
         for t, x in enumerate(items):  # each task's gradients copied into [T, ...] buffers as they come
-            gs = guarded(self._grads, x, inputs, retain_graph or t < T - 1)
-            for k, g in enumerate(gs[:k_heads]):
+            gs = guarded(self._grads, x, inputs, retain_graph or t < T - 1 or bool(self.heads))
+            for k, g in enumerate(gs):
                 if g is not None:
                     if cols[k] is None:
                         cols[k] = torch.zeros((T, *g.shape), dtype=g.dtype, device=g.device)
                     cols[k][t].copy_(g.to_dense() if g.layout != torch.strided else g)  # type: ignore[index]
-            for k, g in enumerate(gs[k_heads:]):
-                if g is not None:
-                    self.head_grads[k] = g if self.head_grads[k] is None else self.head_grads[k] + g
+        self.head_grads: list[Tensor | None] = []
+        if self.heads:  # ∇ΣLᵢ of the heads: one pass that stops at them (not T passes asking for every head)
+            total = torch.stack(items).sum()
+            self.head_grads = list(guarded(self._grads, total, self.heads, retain_graph))
         self.delta = dict(zip(nodes, cols[: len(nodes)]))
         self.blocks = cols[len(nodes) :]
         if not self.covered and all(b is None for b in self.blocks):
@@ -141,7 +141,13 @@ class GramianEngine(Engine):
 
     @staticmethod
     def _grads(loss: Tensor, inputs: list[Any], retain: bool) -> tuple[Tensor | None, ...]:
-        return torch.autograd.grad(loss, inputs, retain_graph=retain, allow_unused=True)
+        if _ENGINE is None or type(loss) is not Tensor or torch.compiler.is_compiling():
+            return torch.autograd.grad(loss, inputs, retain_graph=retain, allow_unused=True)
+        # torch.autograd.grad minus its per-call Python checks, as the loop engine does
+        out: tuple[Tensor | None, ...] = _ENGINE.run_backward(
+            (loss,), (torch.ones_like(loss),), retain, False, tuple(inputs), True, False
+        )
+        return out
 
     def _gramian(self, T: int, like: Tensor) -> Tensor:
         G = like.new_zeros(T, T)
@@ -154,8 +160,9 @@ class GramianEngine(Engine):
                     continue
             rows = [u.rows for u in uses if u.rows is not None]
             if len(rows) == len(uses) and all(u.transposed == uses[0].transposed for u in uses):
-                a = torch.cat(rows)  # a parameter used twice: its rows side by side
-                d = torch.cat([(d * u.alpha).reshape(T, r.shape[0], -1) for u, r, d in zip(uses, rows, ds)], dim=1)
+                dr = [(d if u.alpha == 1 else d * u.alpha).reshape(T, r.shape[0], -1) for u, r, d in zip(uses, rows, ds)]
+                a = rows[0] if len(rows) == 1 else torch.cat(rows)  # a parameter used twice: its rows side by side
+                d = dr[0] if len(dr) == 1 else torch.cat(dr, dim=1)
                 G = G + _rows_gramian(a, d).to(G.dtype)
                 continue
             if len(uses) == 1 and uses[0].block is not None:
@@ -175,7 +182,7 @@ class GramianEngine(Engine):
         for p, uses in self.covered:
             gs = [u.grad(d)[0] for u in uses if (d := dw[u.node]) is not None]
             if gs:
-                accumulate(p, sum(gs))  # type: ignore[arg-type]
+                accumulate(p, gs[0] if len(gs) == 1 else sum(gs))  # type: ignore[arg-type]
         for p, J in zip(self.blocked, self.blocks):
             if J is not None:
                 accumulate(p, torch.tensordot(w.to(J.dtype), J, dims=1))

@@ -100,11 +100,15 @@ class ExcessMTL(Aggregator):
             self.warmup_sum = jacobian.new_zeros(T, dtype=dt)
             self.baseline_set = torch.zeros(T, dtype=torch.bool, device=jacobian.device)
             self._reset_step()
-        sq = jacobian.detach().to(dt).square()
+        # Few passes over T x n, in place where they can be (two float64 buffers per call): float64 sqrt and
+        # isfinite + where are several times slower than rsqrt_ and nan_to_num_ on the CPU (they made the
+        # step ~3x TorchJD's).
+        sq = jacobian.detach().to(dt, copy=True).square_()
         if self.check:  # a NaN/inf row is reported after the call; keep it out of the running statistics
-            sq = torch.where(torch.isfinite(sq), sq, torch.zeros_like(sq))
+            sq.nan_to_num_(0.0, 0.0, 0.0)  # squares are >= 0 or NaN/+inf: the non-finite entries become 0
         self.sq_grad_sum.add_(sq)
-        risk = (sq / (self.sq_grad_sum + _EPS).sqrt()).sum(dim=1)
+        inv = torch.add(self.sq_grad_sum, _EPS).rsqrt_()
+        risk = inv.mul_(sq).sum(dim=1)
         present = sq.amax(dim=1) > 0
         step = self._advance_step()
         if step <= self.n_warmup_steps:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
+from .._checks import host_reads_are_free
 from .._inputs import check_int
 from .._registry import register
 from ._base import GramianAggregator
@@ -29,7 +32,10 @@ class Krum(GramianAggregator):
         - :math:`S` are the :math:`m` rows of smallest score; rows tied at the boundary share its remaining
           slots equally (so the weights do not depend on the task order);
         - all-zero rows (tasks absent from the batch) are left out, as neither neighbours nor candidates
-          (:math:`T` then counts the present rows; every weight is 0 when no row is present).
+          (:math:`T` then counts the present rows; every weight is 0 when no row is present). When fewer than
+          :math:`f + 3` rows are present, :math:`f` is lowered to what they allow (:math:`k = 1`) and at most
+          the present rows are selected: the update is Krum's on the present rows alone (a ``UserWarning``,
+          once per instance, says so where reading the count is free, on the CPU).
 
     Args:
         n_byzantine: :math:`f`, the number of rows that may be adversarial, an int ``>= 0``; ``T`` must be at
@@ -92,6 +98,14 @@ class Krum(GramianAggregator):
         threshold = torch.sort(scores).values[m - 1]
         below, tied = scores < threshold, (scores == threshold) & present
         chosen = torch.minimum(torch.full_like(count, m), count).clamp_min(1)  # fewer present rows than n_selected
+        if host_reads_are_free(count) and not self.__dict__.get("_fewer_warned"):
+            c = int(count)
+            if 0 < c < full and ((f > 0 and c < f + 3) or c < m):
+                self._fewer_warned = True
+                warnings.warn(
+                    f"Krum: {c} of {full} tasks present (the others absent or with a zero gradient); "
+                    f"n_byzantine = {f} and n_selected = {m} are lowered to what {c} rows allow "
+                    f"({max(0, min(f, c - 3))} and {min(m, c)}; warned once).", UserWarning, stacklevel=5)
         share = (chosen - below.sum()).to(G.dtype) / tied.sum().clamp_min(1).to(G.dtype)
         return (below.to(G.dtype) + tied.to(G.dtype) * share) / chosen.to(G.dtype)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
+from .._checks import host_reads_are_free
 from .._inputs import check_int
 from .._registry import register
 from ._base import Aggregator
@@ -27,7 +30,9 @@ class TrimmedMean(Aggregator):
         - :math:`J_{(1),k} \le \dots \le J_{(T),k}` are the entries of column :math:`k` sorted;
         - :math:`b` is ``trim_number``; the Jacobian needs at least :math:`2b + 1` rows;
         - all-zero rows (tasks absent from the batch) are left out: :math:`T` counts the present rows, and
-          fewer are trimmed (:math:`\lfloor (T-1)/2 \rfloor`) when too few are present.
+          fewer are trimmed (:math:`\lfloor (T-1)/2 \rfloor`) when too few are present: the update is the
+          one ``TrimmedMean`` gives the present rows alone (with ``trim_number`` lowered to what they allow;
+          a ``UserWarning``, once per instance, says so where reading the count is free, on the CPU).
 
     Args:
         trim_number: how many of the largest and of the smallest values to drop per coordinate, an int
@@ -51,7 +56,7 @@ class TrimmedMean(Aggregator):
     name = "trimmed_mean"
     aliases = ("trimmedmean",)
     weighted = False
-    zero_rows = "kept"  # a zero row (absent task) is one more data point of the coordinate-wise statistic
+    zero_rows = "own"  # all-zero rows (absent tasks) are left out by its own mask: T counts the present rows
 
     def __init__(self, trim_number: int = 1) -> None:
         super().__init__()
@@ -71,6 +76,12 @@ class TrimmedMean(Aggregator):
         present = jacobian.abs().amax(dim=1) > 0  # an all-zero row (absent task) is left out
         m = present.sum()
         k = torch.minimum(torch.full_like(m, b), ((m - 1) // 2).clamp_min(0))  # trim fewer if few are present
+        if b and host_reads_are_free(m) and not self.__dict__.get("_fewer_warned") and int(m) < 2 * b + 1:
+            self._fewer_warned = True
+            warnings.warn(
+                f"TrimmedMean: {int(m)} of {T} tasks present (the others absent or with a zero gradient); "
+                f"trimming {int(k)} values per side instead of trim_number = {b}, which needs {2 * b + 1} "
+                "(warned once).", UserWarning, stacklevel=4)
         big = torch.finfo(jacobian.dtype).max
         keyed = torch.where(present[:, None], jacobian, torch.full_like(jacobian, big))
         ordered, _ = torch.sort(keyed, dim=0)  # absent rows sort last

@@ -140,7 +140,14 @@ def plot_all(out: Path, res: Any) -> list[Path]:
     handles = {}
     for ax, m in zip(axes.flat, methods):
         rs = [r for r in runs if r["method"] == m]
-        vals = [w for r in rs for h in r["history"] for w in h["weights"]]
+        if all(h["weights"] is None for r in rs for h in r["history"]):  # GradDrop, TrimmedMean
+            ax.text(0.5, 0.5, "no task weights:\nthe update is not wᵀJ", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=9, color="0.3")  # fmt: skip
+            ax.set_title(m, fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        vals = [w for r in rs for h in r["history"] if h["weights"] is not None for w in h["weights"]]
         pos = [v for v in vals if v > 0 and math.isfinite(v)]
         log = len(pos) == len(vals) and pos and max(pos) / min(pos) > 100
         for t, name in enumerate(tasks):
@@ -150,7 +157,8 @@ def plot_all(out: Path, res: Any) -> list[Path]:
         if log:
             ax.set_yscale("log")
         elif vals:
-            ax.set_ylim(0, max(vals) * 1.15 if max(vals) > 0 else 1)  # weights start at 0: no magnified flat lines
+            lo = min(0.0, min(vals) * 1.15)  # PBI's weights go negative (it pushes losses under its ray up)
+            ax.set_ylim(lo, max(vals) * 1.15 if max(vals) > 0 else 1)  # from 0 at least: no magnified flat lines
         if same:
             ax.text(0.5, 0.35, f"every task: {vals[0]:g} (lines overlap)", transform=ax.transAxes, ha="center",
                     fontsize=9, color="0.3")  # fmt: skip

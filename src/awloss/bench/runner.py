@@ -201,6 +201,7 @@ def train_run(
     for epoch in range(int(cfg["epochs"])):
         perm = torch.randperm(n, generator=gen)
         w_sum, l_sum = torch.zeros(T, dtype=torch.float64), torch.zeros(T, dtype=torch.float64)
+        weighted = False  # GradDrop, TrimmedMean: the update is not wᵀJ, there are no weights to record
         for b in range(steps):
             idx = perm[b * bs : (b + 1) * bs]
             x, ys = train.x[idx], [y[idx] for y in train.y]
@@ -224,6 +225,7 @@ def train_run(
                 raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}: {losses.tolist()}")
             if w is not None:
                 w_sum += torch.as_tensor(w).detach().reshape(-1).double()
+                weighted = True
             l_sum += losses.detach().double()
             if progress is not None:
                 progress(1, "")
@@ -233,7 +235,7 @@ def train_run(
         ref = ref_val if ref_val is not None else (history[0]["val"] if history else val)
         crit = delta_m({k: val[k] for k in own}, {k: ref[k] for k in own}, higher, skip_zero=True)
         history.append({"epoch": epoch + 1, "val": val, "val_delta_m": crit,
-                        "weights": (w_sum / steps).tolist(), "train_loss": (l_sum / steps).tolist()})  # fmt: skip
+                        "weights": (w_sum / steps).tolist() if weighted else None, "train_loss": (l_sum / steps).tolist()})  # fmt: skip
         if progress is not None:
             progress(0, f"val Δm {crit:+.1f}%")
         if cfg.get("selection", "best") == "last" or crit <= best or not math.isfinite(best):
