@@ -32,7 +32,7 @@ FUSED = {
 # the seed's 7 elementwise ops, its sum (new_zeros + put_: left to right, as the seed adds) and the 9 ops
 # autograd runs backward on the seed's graph, one each for all tasks, and the value check takes 2 (sqrt,
 # sum). 22 at T = 10 on the CPU (was 313: the seed's per-task loop); on an accelerator the sum is T - 1
-# adds (put_'s order is not defined there), 29 at T = 10.
+# adds after an unbind (put_'s order is not defined there), 30 at T = 10.
 BUDGETS = {"awl-sigma": 22}
 
 

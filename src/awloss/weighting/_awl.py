@@ -73,7 +73,7 @@ class AutomaticWeightedLoss(UncertaintyWeighting):
         ``parameterization="sigma"`` runs the seed's objective as one autograd node that rounds exactly as
         the seed's per-task loop does, forward and backward (its sum too: left to right, not
         ``torch.sum``'s pairs), so it cannot fuse the seed's ops: a call with its backward costs 22 ops
-        more than ``torch.stack(losses).sum()`` at T = 10 on the CPU and 29 elsewhere (the sum is then
+        more than ``torch.stack(losses).sum()`` at T = 10 on the CPU and 30 elsewhere (the sum is then
         T - 1 adds), against 12 in the default parameterization; with ``mask_zero_losses=True`` or σ on
         another device than the losses it runs the seed's loop (about 30 ops per task).
     """

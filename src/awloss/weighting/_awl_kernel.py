@@ -29,8 +29,8 @@ def seed_sum(terms: Tensor, index: Tensor | None) -> Tensor:
     """``((0 + t_0) + t_1) + …`` in ``terms``' dtype: the seed's ``loss_sum += term`` order.
 
     On the CPU ``put_(…, accumulate=True)`` into a 0-dim zero adds the terms one after the other in their
-    own dtype (one op; ``index`` is ``T`` zeros). Elsewhere its order is not defined (atomic adds on
-    CUDA), so the terms are added one by one: ``T - 1`` ops."""
+    own dtype (two ops; ``index`` is ``T`` zeros). Elsewhere its order is not defined (atomic adds on
+    CUDA), so the terms are added one by one: ``T`` ops (an unbind and ``T - 1`` adds)."""
     if index is not None and terms.device.type == "cpu":
         return terms.new_zeros(()).put_(index, terms, accumulate=True)
     return functools.reduce(operator.add, terms.unbind(0))
@@ -39,7 +39,7 @@ def seed_sum(terms: Tensor, index: Tensor | None) -> Tensor:
 class SeedObjective(torch.autograd.Function):
     """``(Σ num_i/p_i²·L_i + ln(1 + p_i²), w)`` with ``w_i = num_i/p_i²``; ``num`` is one float or ``Tensor[T]``.
 
-    Forward + backward: 7 + 10 elementwise ops and the sum (1 op on the CPU, ``T - 1`` elsewhere)."""
+    Forward + backward: 7 + 9 elementwise ops and the sum (2 ops on the CPU, ``T`` elsewhere)."""
 
     @staticmethod
     def forward(
