@@ -65,7 +65,6 @@ class PCD(GramianAggregator):
     """
 
     name = "pcd"
-    zero_rows = "own"  # row 0 is the primary task: zero rows are handled by its own solve
     stateful = True
     permutation_equivariant = False  # row 0 is the primary task
     zero_rows = "kept"  # handled here: a zero primary gives d = 0, a zero secondary a void constraint (weight 0)
