@@ -72,8 +72,12 @@ def build(T: int, width: int, batch: int, seed: int = 0):
     torch.manual_seed(seed)
     trunk = nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
     heads = nn.ModuleList([nn.Linear(width, 1) for _ in range(T)])
-    x = torch.randn(batch, 64)
-    y = torch.randn(T, batch, 1)
+    return _step(trunk, heads, torch.randn(batch, 64), T)
+
+
+def _step(trunk: nn.Module, heads: nn.ModuleList, x: torch.Tensor, T: int):
+    """``(trunk, heads, forward)``: ``forward()`` clears the gradients and returns the features and T MSE losses."""
+    y = torch.randn(T, x.shape[0], 1)
     params = [*trunk.parameters(), *heads.parameters()]
 
     def forward():
@@ -116,17 +120,7 @@ def workload(kind: str, T: int, seed: int = 0):
     else:
         layers = [nn.Linear(1024, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU()]
         trunk, x, width = nn.Sequential(*layers), torch.randn(64, 1024), 2048
-    heads = nn.ModuleList([nn.Linear(width, 1) for _ in range(T)])
-    y = torch.randn(T, x.shape[0], 1)
-    params = [*trunk.parameters(), *heads.parameters()]
-
-    def forward():
-        for p in params:
-            p.grad = None
-        f = trunk(x)
-        return f, [((h(f) - y[t]) ** 2).mean() for t, h in enumerate(heads)]
-
-    return trunk, heads, forward
+    return _step(trunk, nn.ModuleList([nn.Linear(width, 1) for _ in range(T)]), x, T)
 
 
 def engine_cases(name: str, T: int, kind: str, tja, only: str | None = None) -> dict:
