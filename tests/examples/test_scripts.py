@@ -109,9 +109,9 @@ def test_launch_failures_are_told_from_script_failures() -> None:
     assert not _launch_failed(1, f"rank 1: {_DONE}\n" + _TEARDOWN_CRASH)  # a rank never finished: a failure
 
 
-@pytest.mark.parametrize("script", ["per_layer", "ddp_torchrun"])
+@pytest.mark.parametrize("script", ["per_layer", "ddp_torchrun", "fsdp2_torchrun"])
 def test_script_runs(script: str) -> None:
-    if script == "ddp_torchrun":
+    if script.endswith("_torchrun"):
         rc, out = _torchrun(f"examples/{script}.py")
         if _launch_failed(rc, out):
             warnings.warn(f"torchrun's launch failed (rc {rc}), retried once:\n{out[-3000:]}", stacklevel=1)
