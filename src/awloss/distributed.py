@@ -518,13 +518,13 @@ def sync_task_losses(
     values = torch.stack([x.detach() for x in items])
     if head[4] == 0:  # every task present on every rank
         values = all_reduce_mean(values, group)
-        return [v + (x - x.detach()) for v, x in zip(values.unbind(0), items)], present
+        return [_with_local_path(v, x, None, world) for v, x in zip(values.unbind(0), items)], present
     flags = torch.tensor(present, dtype=values.dtype, device=values.device)
     buf = _all_sum(torch.cat([values, flags]), group)
     counts = buf[T:].clamp_min(1.0)
-    values, scale = buf[:T] / counts, world / counts
     everywhere = (buf[T:] > 0).tolist()  # a host read, only in a step with an absent task
-    return [v + s * (x - x.detach()) for v, s, x in zip(values.unbind(0), scale.unbind(0), items)], everywhere
+    means = (buf[:T] / counts).unbind(0)
+    return [_with_local_path(v, x, c, world) for v, x, c in zip(means, items, counts.unbind(0))], everywhere
 
 
 def reduce_jacobian(
