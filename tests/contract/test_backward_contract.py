@@ -252,3 +252,31 @@ def test_the_engine_chosen_for_each_case(monkeypatch):
     assert chosen(task_params=heads.parameters(), method="gramian") == "gramian"
     monkeypatch.setattr(_engine, "auto_batches", lambda device: True)  # as on an accelerator
     assert chosen() == "batched" and chosen(method="loop") == "loop"
+
+
+GRAMIAN_AGGREGATORS = [n for n in AGGREGATORS if issubclass(awloss.get_class(n), GramianAggregator)]
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+@pytest.mark.parametrize("name", GRAMIAN_AGGREGATORS)
+def test_a_copy_taken_after_a_gramian_call_continues_like_the_original(name, how):
+    """The gramian engine's state lives in the aggregator alone: a copy continues bit for bit, in float32."""
+    trunk, heads, xs = _model(torch.float32)
+    agg = make(name)
+    _step(agg, trunk, heads, xs[0], method="gramian")
+    twin = _copy(agg, how)
+    for x in xs[1:]:
+        g_ref, w_ref = _step(agg, trunk, heads, x, method="gramian")
+        g, w = _step(twin, trunk, heads, x, method="gramian")
+        assert g.abs().sum() > 0, f"{name}: the copy's update is 0"
+        torch.testing.assert_close(g, g_ref, rtol=0, atol=0)
+        torch.testing.assert_close(w, w_ref, rtol=0, atol=0)
+
+
+def test_gramian_under_ddp_raises_naming_what_works(monkeypatch):
+    from awloss._backward import _choose
+
+    monkeypatch.setattr(_choose, "is_distributed", lambda: True)
+    trunk, heads, xs = _model()
+    with pytest.raises(NotImplementedError, match="method='loop'"):
+        _step(make("upgrad"), trunk, heads, xs[0], method="gramian")
