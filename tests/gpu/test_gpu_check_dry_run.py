@@ -41,6 +41,7 @@ def test_dry_run_of_each_check(tmp_path):
             assert r[variant]["ms"] > 0 and r[variant]["passes"] >= 1, (variant, r)
         for variant in ("floor", "loop", "gram_loop"):  # one backward per task through the trunk
             assert r[variant]["passes"] == T, (variant, r)
+        assert r["gram_batched"]["passes"] == 1, r  # the forced batched passes: one vmap-ed backward
         assert r["floor"]["weights"] is None and len(r["gram_batched"]["weights"]) == T
         assert r["weights_max_diff"] <= 1e-4 and "gram_batched/floor" in r["note"]
 
