@@ -342,3 +342,14 @@ def test_these_architectures_need_no_fallback(arch, monkeypatch, rules):
     monkeypatch.setattr(_gramian.GramianEngine, "__init__", lambda self, *a: (engines.append(self), init(self, *a))[1])
     step(arch, "gramian", torch.float64)
     assert engines[0].fallback == [] and len(engines[0].covered) > 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 300])
+def test_the_embedding_rows_are_grouped_like_unique_without_reading_the_count(n):
+    """``torch.unique``'s inverse (a host sync on accelerators: it sizes its output) by sort and cumsum."""
+    from awloss._backward._sites import _groups
+
+    torch.manual_seed(n)
+    for high in (1, 3, 50):
+        idx = torch.randint(0, high, (n,))
+        torch.testing.assert_close(_groups(idx), torch.unique(idx, return_inverse=True)[1])

@@ -44,9 +44,13 @@ def _linear(node: Any, p: Tensor, a: Tensor, alpha: float, transposed: bool) -> 
 
     def grad(d: Tensor) -> Tensor:
         d = d.reshape(d.shape[0], a.shape[0], -1)
-        g = torch.einsum("kni,knj->kij", a.to(d.dtype).expand(d.shape[0], *a.shape), d) if transposed else torch.matmul(
-            d.transpose(1, 2), a.to(d.dtype)
-        )
+        x = a.to(d.dtype)
+        if d.shape[0] == 1:  # the update (one cotangent): a 2-D product, twice as fast as a batch of one on the CPU
+            g = (x.T @ d[0] if transposed else d[0].T @ x)[None]
+        else:
+            g = torch.einsum("kni,knj->kij", x.expand(d.shape[0], *a.shape), d) if transposed else torch.matmul(
+                d.transpose(1, 2), x
+            )
         return (g * alpha if alpha != 1 else g).reshape(d.shape[0], *p.shape)
 
     return Use(node, grad, a, alpha, transposed)
@@ -97,14 +101,23 @@ def _embedding(node: Any, p: Tensor) -> Use | None:
             d = d * keep.to(d.dtype)[None, :, None]
         return d.new_zeros(d.shape[0], *p.shape).index_add_(1, idx, d)
 
-    def block(d: Tensor) -> Tensor:  # only the rows the batch touched: [K, U, dim], the same Gramian
-        uniq, inv = torch.unique(idx, return_inverse=True)  # (a host sync on accelerators)
+    def block(d: Tensor) -> Tensor:  # only the rows the batch touched, [K, ≤ N, dim]: the same Gramian
         d = d.reshape(d.shape[0], idx.numel(), -1)
         if keep is not None:
             d = d * keep.to(d.dtype)[None, :, None]
-        return d.new_zeros(d.shape[0], uniq.numel(), d.shape[2]).index_add_(1, inv, d)
+        return d.new_zeros(d.shape[0], idx.numel(), d.shape[2]).index_add_(1, _groups(idx), d)
 
     return Use(node, grad, block=block)
+
+
+def _groups(idx: Tensor) -> Tensor:
+    """For each entry of ``idx``, the rank of its value among the distinct values (``torch.unique``'s inverse
+    without its host synchronisation: the number of distinct values is never read; rows beyond it stay 0)."""
+    s, order = torch.sort(idx)
+    rank = torch.zeros_like(idx)
+    if idx.numel() > 1:
+        rank[1:] = torch.cumsum(s[1:] != s[:-1], 0)
+    return torch.empty_like(idx).scatter_(0, order, rank)
 
 
 def _conv(node: Any, slot: int, p: Tensor) -> Use | None:
