@@ -65,27 +65,33 @@ def _channels(d: Tensor, x: Tensor | None, keep: int, shape: tuple[int, ...]) ->
 
 def _norm(node: Any, slot: int, p: Tensor) -> Use | None:
     name = type(node).__name__
-    x = node._saved_input
+    x = node._saved_input  # the saved tensors are read now (freed ones make this use unknown) ...
     if name == "NativeLayerNormBackward0":
-        xhat = (x - node._saved_result1) * node._saved_result2
-        keep = -1
+        mean, inv, keep = node._saved_result1, node._saved_result2, -1
     elif name == "NativeBatchNormBackward0":
         shape = (1, -1) + (1,) * (x.dim() - 2)
         if node._saved_training:
-            mean, inv = node._saved_result1, node._saved_result2
+            mean, inv = node._saved_result1.view(shape), node._saved_result2.view(shape)
         else:
-            mean, inv = node._saved_running_mean, (node._saved_running_var + node._saved_eps).rsqrt()
-        xhat = (x - mean.view(shape)) * inv.view(shape)
+            mean = node._saved_running_mean.view(shape)
+            inv = (node._saved_running_var + node._saved_eps).rsqrt().view(shape)
         keep = 1
     else:  # NativeGroupNormBackward0
         N, G = node._saved_N, node._saved_group
-        xg = x.reshape(N, G, -1)
-        xhat = ((xg - node._saved_result1.unsqueeze(-1)) * node._saved_result2.unsqueeze(-1)).reshape(x.shape)
-        keep = 1
+        mean, inv, keep = node._saved_result1.unsqueeze(-1), node._saved_result2.unsqueeze(-1), 1
     shape = tuple(p.shape)
     if slot == 2:
         return Use(node, lambda d: _channels(d, None, keep, shape))
-    return Use(node, lambda d: _channels(d, xhat.to(d.dtype), keep, shape))
+
+    memo: list[Tensor] = []
+
+    def grad(d: Tensor) -> Tensor:  # ... x̂ once, when a gradient is asked for (not by a plan that is dropped)
+        if not memo:
+            grouped = name == "NativeGroupNormBackward0"
+            memo.append(((x.reshape(N, G, -1) - mean) * inv).reshape(x.shape) if grouped else (x - mean) * inv)
+        return _channels(d, memo[0].to(d.dtype), keep, shape)
+
+    return Use(node, grad)
 
 
 def _embedding(node: Any, p: Tensor) -> Use | None:
