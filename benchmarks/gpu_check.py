@@ -11,6 +11,13 @@
    ``awloss.backward`` step, and one all-reduce of a flag.
 5. **loop vs batched** per-task gradients (``awloss.backward(method=...)``, UPGrad) at T = 2 / 10 / 32 on
    a conv and a transformer workload: ms per step, and the **peak memory** of each.
+6. **The gramian engine** (``method="gramian"``, UPGrad) at T = 10 / 32 on the same workloads, against the
+   floor of T plain backwards (``autograd.grad`` of each loss, no aggregation) and ``method="loop"``: its
+   per-task passes forced to a loop (``gram_loop``) and batched in one vmap-ed backward (``gram_batched``)
+   by replacing ``awloss._backward._engine.auto_batches`` for the call. Ms per step, gram_batched/floor and
+   gram_batched/loop, the peak memory, the backward passes and host reads of one step, per variant; a row
+   passes when every variant ran and the two gramian variants' weights agree (rtol 1e-4) on the same first
+   step (taken without TF32, so that both see the same arithmetic).
 
 Writes ``benchmarks/results/gpu_check.txt`` (and ``gpu_check.json``). ``--dry-run`` runs the same code on
 the CPU at toy sizes (host reads are then counted with a ``TorchFunctionMode`` instead of the CUDA sync
@@ -24,6 +31,7 @@ script itself is tested without a GPU::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -32,6 +40,8 @@ import statistics
 import sys
 import time
 import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +51,7 @@ from torch.overrides import TorchFunctionMode
 
 import awloss
 from awloss import _checks
+from awloss._backward import _engine
 
 HERE = Path(__file__).resolve().parent
 T_DEFAULT = 3
@@ -364,6 +375,150 @@ def check_timing(device: str, steps: int, dry: bool) -> list[dict[str, Any]]:
     return rows
 
 
+GRAMIAN_VARIANTS = ("floor", "loop", "gram_loop", "gram_batched")
+
+
+@contextlib.contextmanager
+def _batched_passes(flag: bool) -> Iterator[None]:
+    """Force the gramian engine's per-task passes to be batched (``True``) or a loop (``False``): the engine
+    asks ``awloss._backward._engine.auto_batches(device)``, replaced here for the duration."""
+    saved = _engine.auto_batches
+    _engine.auto_batches = lambda device: flag
+    try:
+        yield
+    finally:
+        _engine.auto_batches = saved
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    """Full fp32 matmuls and convolutions (CUDA's cuDNN default is TF32), for the step whose weights are compared."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _count_passes(trunk: nn.Module, counter: list[int]):  # type: ignore[no-untyped-def]
+    """A hook on the trunk's output: one call per backward pass through it (one for a vmap-ed pass of T tasks)."""
+
+    def hook(module, args, out):  # type: ignore[no-untyped-def]
+        out.register_hook(lambda grad: counter.__setitem__(0, counter[0] + 1))
+
+    return trunk.register_forward_hook(hook)
+
+
+def _host_reads(step, cuda: bool) -> int:
+    """The host reads of one ``step``: the CUDA sync debug mode's warnings, or on the CPU the reads counted
+    by ``_HostReads`` with the checks run as on an accelerator."""
+    if cuda:
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                step()
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        torch.cuda.synchronize()
+        return sum("synchroniz" in str(w.message) for w in caught)
+    with _checks.strict_host_reads(), _HostReads() as reads:
+        step()
+    return len(reads.names)
+
+
+def _gramian_variant(variant: str, workload: str, T: int, device: str, steps: int, dry: bool) -> dict[str, Any]:
+    """One variant of the gramian check on a fresh workload (the same initial model for every variant)."""
+    cuda = device.startswith("cuda")
+    trunk, heads, losses = _workload(workload, T, device, dry)
+    agg = awloss.get("upgrad").to(device)
+    opt = torch.optim.SGD([*trunk.parameters(), *heads.parameters()], lr=1e-3)
+    shared = list(trunk.parameters())
+    own = [list(h.parameters()) for h in heads]
+    method = {"loop": "loop", "gram_loop": "gramian", "gram_batched": "gramian"}.get(variant)
+
+    def step():  # type: ignore[no-untyped-def]
+        opt.zero_grad(set_to_none=True)
+        items = losses()
+        w = None
+        if method is None:  # the floor: T backwards, nothing aggregated nor written
+            for t, loss in enumerate(items):
+                torch.autograd.grad(loss, [*shared, *own[t]], retain_graph=t < T - 1)
+        else:
+            w = awloss.backward(items, trunk.parameters(), agg, method=method)
+        opt.step()
+        return w
+
+    force = _batched_passes(variant == "gram_batched") if variant.startswith("gram_") else contextlib.nullcontext()
+    res: dict[str, Any] = {}
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    with force:
+        with _no_tf32():
+            w = step()  # the compared step
+        res["weights"] = None if w is None else w.tolist()
+        for _ in range(0 if dry else 1):  # warm-up (the compared step was the first)
+            step()
+        times = []
+        for _ in range(steps):
+            start = _now(cuda)
+            step()
+            times.append(_now(cuda) - start)
+        res["ms"] = 1e3 * statistics.median(times)
+        res["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+        counter = [0]
+        handle = _count_passes(trunk, counter)
+        try:
+            res["host_reads"] = _host_reads(step, cuda)
+        finally:
+            handle.remove()
+        res["passes"] = counter[0]
+    agg.verify()
+    return res
+
+
+def check_gramian(device: str, steps: int, dry: bool) -> list[dict[str, Any]]:
+    rows = []
+    for workload in ("conv", "transformer"):
+        for T in (3,) if dry else (10, 32):
+            res: dict[str, Any] = {}
+            for variant in GRAMIAN_VARIANTS:
+                try:
+                    res[variant] = _gramian_variant(variant, workload, T, device, steps, dry)
+                except Exception as e:  # noqa: BLE001 - reported in the row
+                    res[variant + "_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+            errors = [f"{k[:-6]}: {v}" for k, v in res.items() if k.endswith("_error")]
+            agree = False
+            if not errors:
+                wl, wb, wo = (torch.tensor(res[v]["weights"]) for v in ("gram_loop", "gram_batched", "loop"))
+                agree = bool(torch.allclose(wb, wl, rtol=1e-4, atol=1e-6))
+                res["weights_max_diff"] = float((wb - wl).abs().max())
+                res["weights_max_diff_vs_loop"] = float((wb - wo).abs().max())
+                ms = {v: res[v]["ms"] for v in GRAMIAN_VARIANTS}
+                res["gram_batched_over_floor"] = ms["gram_batched"] / ms["floor"]
+                res["gram_batched_over_loop"] = ms["gram_batched"] / ms["loop"]
+                note = (
+                    "ms " + ", ".join(f"{v} {ms[v]:.2f}" for v in GRAMIAN_VARIANTS)
+                    + f"; gram_batched/floor {res['gram_batched_over_floor']:.2f}x, "
+                    f"/loop {res['gram_batched_over_loop']:.2f}x; peak MiB "
+                    + ", ".join(f"{res[v]['peak_mib']:.0f}" for v in GRAMIAN_VARIANTS)
+                    + "; passes " + "/".join(str(res[v]["passes"]) for v in GRAMIAN_VARIANTS)
+                    + ", host reads " + "/".join(str(res[v]["host_reads"]) for v in GRAMIAN_VARIANTS)
+                    + f"; |Δw| gram {res['weights_max_diff']:.1e}, vs loop {res['weights_max_diff_vs_loop']:.1e}"
+                    + ("" if agree else " (the gramian variants' weights differ)")
+                    + (" (gram_batched's passes were not batched)"
+                       if res["gram_batched"]["passes"] >= res["gram_loop"]["passes"] else "")
+                )
+            else:
+                note = "; ".join(errors)
+            rows.append({"check": "gramian engine (UPGrad)", "kind": workload, "method": f"T={T}",
+                         "ok": not errors and agree, "note": note, **res})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="the CPU at toy sizes (tests the script)")
@@ -371,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "results" / "gpu_check"), help="path without extension")
     parser.add_argument("--methods", nargs="+", default=None, help="registry names (default: every method)")
     parser.add_argument("--only", nargs="+", default=None,
-                        choices=["methods", "amp", "compile", "distributed", "timing"], help="a subset of the checks")
+                        choices=["methods", "amp", "compile", "distributed", "timing", "gramian"],
+                        help="a subset of the checks")
     args = parser.parse_args(argv)
     device = args.device or ("cpu" if args.dry_run else "cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -385,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         "compile": lambda: check_compile(device, steps if args.dry_run else 20),
         "distributed": lambda: check_distributed(device),
         "timing": lambda: check_timing(device, 1 if args.dry_run else 10, args.dry_run),
+        "gramian": lambda: check_gramian(device, 1 if args.dry_run else 10, args.dry_run),
     }
     rows: list[dict[str, Any]] = []
     for key, run in checks.items():

@@ -146,18 +146,72 @@ def assert_same(a, b, dtype):
 def rules(monkeypatch):
     """Every parameter that has a rule goes through it (Δ of its node's output), none through its own block:
     at these sizes the engine would otherwise let autograd compute the small blocks directly."""
-    from awloss._backward import _gram
+    from awloss._backward import _gram_plan as _gram
 
     monkeypatch.setattr(_gram, "DIRECT_BYTES", 0)
 
 
-@pytest.mark.parametrize("route", ["rules", "default"])
+@pytest.fixture
+def batched_passes(monkeypatch):
+    """The gramian engine's passes as one vmap-ed backward, as on accelerators (``auto_batches`` is True there)."""
+    from awloss._backward import _engine
+
+    monkeypatch.setattr(_engine, "auto_batches", lambda device: True)
+
+
+@pytest.mark.parametrize("route", ["rules", "default", "batched"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_the_gramian_engine_equals_the_jacobian_path(arch, dtype, route, request):
+    ref = step(arch, "loop", dtype)
     if route == "rules":
         request.getfixturevalue("rules")
-    assert_same(step(arch, "loop", dtype), step(arch, "gramian", dtype), dtype)
+    if route == "batched":
+        request.getfixturevalue("rules")
+        request.getfixturevalue("batched_passes")
+    assert_same(ref, step(arch, "gramian", dtype), dtype)
+
+
+def test_batched_passes_run_one_vmapped_backward(monkeypatch, rules, batched_passes):
+    """On accelerators the T passes are one ``is_grads_batched`` backward; a sparse gradient keeps the loop."""
+    calls = []
+    grad = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: (calls.append(k.get("is_grads_batched")), grad(*a, **k))[1])
+    step("transformer_batch_first", "gramian", torch.float32, T=4)
+    assert calls.count(True) == 1
+    calls.clear()
+    step("cross_attention_sparse", "gramian", torch.float32, T=4)
+    assert True not in calls
+
+
+def test_a_backward_that_cannot_batch_falls_back_to_the_loop_once_with_a_warning(monkeypatch, rules, batched_passes):
+    from awloss._backward import _gram as _gramian
+
+    tries = []
+
+    def no_rule(*args):
+        tries.append(1)
+        raise RuntimeError("Batching rule not implemented for aten::something_custom")
+
+    monkeypatch.setattr(_gramian.GramianEngine, "_batched", staticmethod(no_rule))
+    monkeypatch.setattr(_gramian, "_UNBATCHED", set())
+    ref = step("mlp", "loop", torch.float64)
+    with pytest.warns(UserWarning, match=r"cannot be batched with vmap \(Batching rule not implemented.*one pass per task"):
+        got = step("mlp", "gramian", torch.float64)
+    assert_same(ref, got, torch.float64)
+    assert len(tries) == 1
+
+
+def test_an_error_that_is_not_about_vmap_is_raised(monkeypatch, batched_passes):
+    from awloss._backward import _gram as _gramian
+
+    def broken(*args):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(_gramian.GramianEngine, "_batched", staticmethod(broken))
+    monkeypatch.setattr(_gramian, "_UNBATCHED", set())
+    with pytest.raises(RuntimeError, match="out of memory"):
+        step("mlp", "gramian", torch.float64)
 
 
 @pytest.mark.parametrize("name", GRAMIAN)
@@ -215,6 +269,47 @@ def test_a_method_that_needs_the_jacobian_says_so():
         awloss.backward(losses, trunk.parameters(), awloss.get("upgrad"), method="gramian", representation=f)
 
 
+def _choice(trunk, x, width, name="upgrad", T=10, budget=None):
+    from awloss._backward import _choose
+    from awloss._backward._gather import gather_losses
+
+    heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(T))
+    f = trunk(x)
+    task = gather_losses([h(f).pow(2).mean() for h in heads], awloss.get_class(name)._make_example(T), None)
+    agg = awloss.get_class(name)._make_example(T)
+    return _choose.choose_engine(task, list(trunk.parameters()), agg, None, None, "auto", budget).name
+
+
+def test_auto_chooses_the_gramian_engine_where_the_identity_saves_enough():
+    """Wide Linear layers on a small batch (N = 16 < width 1024): the per-sample identity saves ~80 % of the
+    weight gradients' multiply-adds, and ``auto`` takes the gramian engine; where the batch is wider than the
+    layers, on convolutions or on a small model it keeps the Jacobian path (measured in benchmarks/aggregators.py)."""
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU())
+    assert _choice(wide, torch.randn(16, 512), 1024) == "gramian"
+    assert _choice(wide, torch.randn(2048, 512), 1024) == "loop"  # N > width: nothing to save
+    assert _choice(wide, torch.randn(16, 512), 1024, name="graddrop") == "loop"  # needs J
+    small = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU())
+    assert _choice(small, torch.randn(16, 64), 256) == "loop"  # saves too few multiply-adds to pay for itself
+    conv = nn.Sequential(nn.Conv2d(3, 64, 3), nn.ReLU(), nn.Conv2d(64, 256, 3), nn.Flatten(), nn.LazyLinear(8))
+    conv(torch.randn(1, 3, 8, 8))
+    assert _choice(conv, torch.randn(16, 3, 8, 8), 8) == "loop"
+
+
+def test_the_plan_counts_what_the_identity_saves():
+    """The cost model against the multiply-adds written out for one Linear(8, 32) on a batch of 4, T = 3."""
+    from awloss._backward import _gram_plan
+
+    lin = nn.Linear(8, 32, bias=False)
+    x = torch.randn(4, 8)
+    f = lin(x)
+    made = _gram_plan.plan([f[:, t].sum() for t in range(3)], [lin.weight], None)
+    by_j = 3 * 4 * 32 * 8 + 9 * 32 * 8  # T N o i + T² o i
+    by_identity = 16 * (8 + 3 * 32) + 9 * 4 * 32  # N²(i + T o) + T² N o
+    assert made.saved == by_j - by_identity and made.floor == 2 * 3 * 4 * 32 * 8
+    assert [p for p, _ in made.covered] == [lin.weight] and made.direct == made.fallback == []
+
+
 def test_auto_chooses_the_gramian_engine_over_the_memory_budget_only(monkeypatch):
     from awloss._backward import _choose
     from awloss._backward._gather import gather_losses
@@ -247,3 +342,14 @@ def test_these_architectures_need_no_fallback(arch, monkeypatch, rules):
     monkeypatch.setattr(_gramian.GramianEngine, "__init__", lambda self, *a: (engines.append(self), init(self, *a))[1])
     step(arch, "gramian", torch.float64)
     assert engines[0].fallback == [] and len(engines[0].covered) > 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 300])
+def test_the_embedding_rows_are_grouped_like_unique_without_reading_the_count(n):
+    """``torch.unique``'s inverse (a host sync on accelerators: it sizes its output) by sort and cumsum."""
+    from awloss._backward._sites import _groups
+
+    torch.manual_seed(n)
+    for high in (1, 3, 50):
+        idx = torch.randint(0, high, (n,))
+        torch.testing.assert_close(_groups(idx), torch.unique(idx, return_inverse=True)[1])

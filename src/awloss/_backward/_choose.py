@@ -17,6 +17,7 @@ from ._fsdp import FsdpEngine, check_fsdp
 from ._gather import Losses, as_params
 from ._graph import walk
 from ._gram import GramianEngine
+from ._gram_plan import PLAN_MIN, plan
 from ._loop import GradLoopEngine, LoopEngine
 from ._representation import RepresentationEngine
 from ._summed import SummedEngine
@@ -61,7 +62,11 @@ def choose_engine(
                 "awloss.backward(method='gramian') is not supported under torch.distributed (DDP) yet: the "
                 "Gramian of the global batch needs the cross-rank products. Use method='loop' or 'auto'."
             )
-        return GramianEngine(shared, heads)
+        return GramianEngine(shared, heads, _engine.auto_batches(items[0].device))
+    if method == "auto" and _worth_planning(items, shared, aggregator, distributed):
+        made = plan(items, shared, heads)
+        if made.pays():  # the per-sample identity saves enough multiply-adds to be faster (see _gram_plan)
+            return GramianEngine(shared, heads, batched, made)
     if plain and not batched:
         return LoopEngine(shared, cache)
     if heads is None or batched:
@@ -78,6 +83,14 @@ def _over_budget(items: list[Tensor], shared: list[Tensor], aggregator: Aggregat
     if budget is None or distributed or not isinstance(aggregator, GramianAggregator):
         return False
     return len(items) * sum(p.numel() * p.element_size() for p in shared) > budget
+
+
+def _worth_planning(items: list[Tensor], shared: list[Tensor], aggregator: Aggregator, distributed: bool) -> bool:
+    """``method="auto"``: whether to look at the graph for the gramian engine's savings (a Jacobian of at least
+    ``PLAN_MIN`` entries, an aggregator that needs only ``G``, no DDP)."""
+    if distributed or not isinstance(aggregator, GramianAggregator):
+        return False
+    return len(items) * sum(p.numel() for p in shared) >= PLAN_MIN
 
 
 def _check_representation(representation: Any, aggregator: Aggregator, distributed: bool) -> None:

@@ -65,13 +65,21 @@ _COMPILED_HINT = (
 )
 
 
+def vmap_failure(e: BaseException) -> bool:
+    """Whether ``e`` says that a backward could not run under vmap (a batched backward)."""
+    msg = str(e)
+    return isinstance(e, (RuntimeError, NotImplementedError)) and (
+        "BatchedTensorImpl" in msg or "vmap" in msg or "Batching rule" in msg
+    )
+
+
 def guarded(fn: Any, *args: Any) -> Any:
     """``fn(*args)`` with a clear error for backwards that cannot be batched or replayed."""
     try:
         return fn(*args)
     except (RuntimeError, NotImplementedError) as e:
         msg = str(e)
-        if "BatchedTensorImpl" in msg or "vmap" in msg or "Batching rule" in msg:
+        if vmap_failure(e):
             first = msg.strip().splitlines()[0][:200] if msg.strip() else type(e).__name__
             raise RuntimeError(
                 f"The model's backward cannot be batched with vmap ({first}): pass method='loop'. "

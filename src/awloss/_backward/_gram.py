@@ -1,9 +1,10 @@
 """The gramian engine (``method="gramian"``): ``G = JJᵀ`` layer by layer, without the Jacobian.
 
 Post hoc, from the graph the forward already built: a walk from the losses finds each shared parameter's
-uses (:mod:`._sites`) and the tensors their nodes saved (a Linear's input ``A``, a norm's statistics). One
-``autograd.grad`` per task then asks only for the gradients ``Δ_t`` of those nodes' *outputs*
-(``GradientEdge`` inputs), so autograd skips every weight gradient. Per parameter: a Linear-like one adds
+uses (:mod:`._sites`) and the tensors their nodes saved (a Linear's input ``A``, a norm's statistics); see
+:mod:`._gram_plan`. One ``autograd.grad`` per task (on accelerators one vmap-ed backward for all tasks) then
+asks only for the gradients ``Δ_t`` of those nodes' *outputs* (``GradientEdge`` inputs), so autograd skips
+every weight gradient. Per parameter: a Linear-like one adds
 ``Σ (AAᵀ) ⊙ (Δ_sΔ_tᵀ)`` to ``G`` (the per-sample identity) or ``J_pJ_pᵀ`` with ``J_p = Δᵀ A`` built in chunks
 of output rows, whichever costs fewer flops; the others add ``J_pJ_pᵀ`` of their own block; a parameter
 with a use the engine does not know (an LSTM, a custom op) is an input of the same passes, and its block
@@ -13,48 +14,35 @@ covered parameter its gradient, ``wᵀJ_p`` the others; the heads get ``∇ΣL�
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
-from ._engine import Engine, Jacobian, accumulate, guarded, missing_params
+from ._engine import Engine, Jacobian, accumulate, guarded, missing_params, vmap_failure
 from ._gather import Losses
+from ._gram_plan import Plan, costs, plan
 from ._loop import _ENGINE
-from ._sites import Use, use_of
 
 CHUNK_BYTES = 32 * 2**20  # the largest per-layer block J_p (or a chunk of its rows) built at once
-DIRECT_BYTES = 64 * 2**20  # in all, the per-task blocks that autograd computes directly (see _direct)
+_UNBATCHED: set[tuple[int, ...]] = set()  # models (their shared parameters' ids) whose backward failed under vmap
 
 
-def _graph(items: list[Tensor]) -> tuple[dict[int, Any], dict[Any, list[tuple[Any, int]]], list[Tensor]]:
-    """The leaves' AccumulateGrad nodes by ``id(variable)``, every node's consumers ``(node, slot)``, the leaves."""
-    accs: dict[int, Any] = {}
-    consumers: dict[Any, list[tuple[Any, int]]] = {}
-    leaves: list[Tensor] = []
-    seen: set[Any] = set()
-    stack = [x.grad_fn for x in items if x.grad_fn is not None]
-    while stack:
-        fn = stack.pop()
-        if fn in seen:
-            continue
-        seen.add(fn)
-        var = getattr(fn, "variable", None)
-        if var is not None:
-            accs[id(var)] = fn
-            leaves.append(var)
-            continue
-        for slot, (nxt, _) in enumerate(fn.next_functions):
-            if nxt is not None:
-                consumers.setdefault(nxt, []).append((fn, slot))
-                stack.append(nxt)
-    return accs, consumers, leaves
+def _key(shared: list[Tensor]) -> tuple[int, ...]:
+    return (len(shared), *map(id, shared[:8]))
 
 
-def _identity_cheaper(T: int, N: int, i: int, o: int) -> bool:
-    """Whether ``Σ (AAᵀ) ⊙ (Δ_sΔ_tᵀ)`` (``N²(i + To) + T²No`` flops) beats ``J = Δᵀ A`` (``TNoi + T²oi``)."""
-    return N * N * (i + T * o) + T * T * N * o < T * N * o * i + T * T * o * i
+def _unbatchable(shared: list[Tensor], e: BaseException) -> None:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    _UNBATCHED.add(_key(shared))
+    warnings.warn(
+        f"awloss.backward(method='gramian'): the model's backward cannot be batched with vmap ({first}); this "
+        "model's steps take one pass per task from now on.",
+        UserWarning,
+        stacklevel=5,
+    )
 
 
 def _rows_gramian(a: Tensor, d: Tensor) -> Tensor:
@@ -63,7 +51,8 @@ def _rows_gramian(a: Tensor, d: Tensor) -> Tensor:
     T, N, o = d.shape
     i = a.shape[1]
     a = a.to(d.dtype)
-    if _identity_cheaper(T, N, i, o):  # G[:, t] = <d_s, K d_t>, one task at a time (no [T, N, o] temporary)
+    by_j, by_identity = costs(T, N, i, o)
+    if by_identity < by_j:  # G[:, t] = <d_s, K d_t>, one task at a time (no [T, N, o] temporary)
         K, flat = a @ a.T, d.reshape(T, -1)
         return torch.stack([flat @ (K @ d[t]).reshape(-1) for t in range(T)], dim=1)
     step = max(1, CHUNK_BYTES // max(1, T * i * d.element_size()))
@@ -74,61 +63,38 @@ def _rows_gramian(a: Tensor, d: Tensor) -> Tensor:
     return G
 
 
-def _direct(p: Tensor, uses: list[Use], T: int) -> bool:
-    """Whether autograd should compute ``p``'s per-task gradient itself in the passes (its block is then held):
-    yes for the uses whose block costs what the Δ route costs (a convolution's, a norm's, a bias's, a Linear
-    whose batch is larger than its input width), no where the per-sample identity saves the weight gradients."""
-    rows = [u.rows for u in uses if u.rows is not None]
-    if len(rows) == len(uses) and all(u.transposed == uses[0].transposed for u in uses):
-        N, i = sum(r.shape[0] for r in rows), rows[0].shape[1]
-        return not _identity_cheaper(T, N, i, p.numel() // i)
-    return True
-
-
 class GramianEngine(Engine):
-    """``method="gramian"`` for :class:`~awloss.aggregation.GramianAggregator` s: the Jacobian is never formed."""
+    """``method="gramian"`` for :class:`~awloss.aggregation.GramianAggregator` s: the Jacobian is never formed.
+
+    ``batched``: the ``T`` passes as one vmap-ed backward (``is_grads_batched``; what ``"auto"`` does on
+    accelerators), unless the graph cannot batch (then one pass per task); ``plan``: one made already."""
 
     name = "gramian"
 
-    def __init__(self, shared: list[Tensor], heads: list[Tensor] | None) -> None:
-        self.shared, self.heads = shared, heads
+    def __init__(self, shared: list[Tensor], heads: list[Tensor] | None, batched: bool = False,
+                 plan: Plan | None = None) -> None:
+        self.shared, self.heads, self.batched, self.plan = shared, heads, batched, plan
 
     def jacobian(self, losses: Losses, retain_graph: bool) -> Jacobian:
         items, T = losses.items, len(losses.items)
-        accs, consumers, leaves = _graph(items)
-        ids = {id(p) for p in self.shared}
-        if self.heads is None:
-            self.heads = [v for v in leaves if id(v) not in ids]
-        self.covered: list[tuple[Tensor, list[Use]]] = []
-        self.fallback: list[Tensor] = []  # no rule for one of its uses: its own per-task block
-        direct: list[Tensor] = []  # a rule, but its per-task block is as cheap as the Δ route (within DIRECT_BYTES)
-        held = 0
-        for p in self.shared:
-            if p.grad_fn is not None:  # a non-leaf "parameter": its own per-task gradient
-                self.fallback.append(p)
-                continue
-            acc = accs.get(id(p))
-            if acc is None:
-                continue  # not reached by the losses: its .grad stays as it is
-            uses = [use_of(n, s, p, consumers) for n, s in consumers.get(acc, ())]
-            if not uses or any(u is None for u in uses):
-                self.fallback.append(p)
-            elif _direct(p, uses, T) and held + T * p.nbytes <= DIRECT_BYTES:  # type: ignore[arg-type]
-                direct.append(p)
-                held += T * p.nbytes
-            else:
-                self.covered.append((p, uses))  # type: ignore[arg-type]
-        self.blocked = self.fallback + direct
+        p = self.plan if self.plan is not None else plan(items, self.shared, self.heads)
+        self.plan = None  # a plan holds the graph's saved tensors: used once
+        self.heads, self.covered, self.fallback = p.heads, p.covered, p.fallback
+        self.blocked = p.fallback + p.direct
         nodes = list(dict.fromkeys(u.node for _, uses in self.covered for u in uses))
         inputs: list[Any] = [GradientEdge(n, 0) for n in nodes] + self.blocked
-        cols: list[Tensor | None] = [None] * len(inputs)
-        for t, x in enumerate(items):  # each task's gradients copied into [T, ...] buffers as they come
-            gs = guarded(self._grads, x, inputs, retain_graph or t < T - 1 or bool(self.heads))
-            for k, g in enumerate(gs):
-                if g is not None:
-                    if cols[k] is None:
-                        cols[k] = torch.zeros((T, *g.shape), dtype=g.dtype, device=g.device)
-                    cols[k][t].copy_(g.to_dense() if g.layout != torch.strided else g)  # type: ignore[index]
+        keep = retain_graph or bool(self.heads)
+        cols = None
+        if self.batched and p.walk.hard is None and p.walk.soft is None and _key(self.shared) not in _UNBATCHED:
+            eye = torch.eye(T, dtype=items[0].dtype, device=items[0].device)
+            try:  # the graph is kept: if an op has no batching rule, the loop below still has it
+                cols = list(self._batched(items, inputs, [eye[:, t] for t in range(T)], True))
+            except (RuntimeError, NotImplementedError) as e:
+                if not vmap_failure(e):
+                    raise
+                _unbatchable(self.shared, e)
+        if cols is None:
+            cols = self._loop(items, inputs, keep)
         self.head_grads: list[Tensor | None] = []
         if self.heads:  # ∇ΣLᵢ of the heads: one pass that stops at them (not T passes asking for every head)
             total = torch.stack(items).sum()
@@ -138,6 +104,23 @@ class GramianEngine(Engine):
         if not self.covered and all(b is None for b in self.blocks):
             raise missing_params()
         return Jacobian([], gramian=self._gramian(T, items[0]))
+
+    def _loop(self, items: list[Tensor], inputs: list[Any], keep: bool) -> list[Tensor | None]:
+        """One pass per task, each task's gradients copied into ``[T, ...]`` buffers as they come."""
+        T = len(items)
+        cols: list[Tensor | None] = [None] * len(inputs)
+        for t, x in enumerate(items):
+            gs = guarded(self._grads, x, inputs, keep or t < T - 1)
+            for k, g in enumerate(gs):
+                if g is not None:
+                    if cols[k] is None:
+                        cols[k] = torch.zeros((T, *g.shape), dtype=g.dtype, device=g.device)
+                    cols[k][t].copy_(g.to_dense() if g.layout != torch.strided else g)  # type: ignore[index]
+        return cols
+
+    @staticmethod
+    def _batched(items: list[Tensor], inputs: list[Any], eye: list[Tensor], keep: bool) -> tuple[Tensor | None, ...]:
+        return torch.autograd.grad(items, inputs, eye, retain_graph=keep, is_grads_batched=True, allow_unused=True)
 
     @staticmethod
     def _grads(loss: Tensor, inputs: list[Any], retain: bool) -> tuple[Tensor | None, ...]:
