@@ -62,11 +62,11 @@ def choose_engine(
                 "awloss.backward(method='gramian') is not supported under torch.distributed (DDP) yet: the "
                 "Gramian of the global batch needs the cross-rank products. Use method='loop' or 'auto'."
             )
-        return GramianEngine(shared, heads, _engine.auto_batches(items[0].device))
+        return GramianEngine(shared, heads, _engine.auto_batches(items[0].device), cache=cache)
     if method == "auto" and _worth_planning(items, shared, aggregator, distributed):
         made = plan(items, shared, heads)
         if made.pays():  # the per-sample identity saves enough multiply-adds to be faster (see _gram_plan)
-            return GramianEngine(shared, heads, batched, made)
+            return GramianEngine(shared, heads, batched, made, cache)
     if plain and not batched:
         return LoopEngine(shared, cache)
     if heads is None or batched:

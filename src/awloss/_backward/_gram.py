@@ -72,8 +72,10 @@ class GramianEngine(Engine):
     name = "gramian"
 
     def __init__(self, shared: list[Tensor], heads: list[Tensor] | None, batched: bool = False,
-                 plan: Plan | None = None) -> None:
+                 plan: Plan | None = None, cache: dict[Any, Any] | None = None) -> None:
         self.shared, self.heads, self.batched, self.plan = shared, heads, batched, plan
+        self.cache = {} if cache is None else cache
+        self.flat: Tensor | None = None  # the loop passes' blocks side by side, [T, Σ numel], reused across calls
 
     def jacobian(self, losses: Losses, retain_graph: bool) -> Jacobian:
         items, T = losses.items, len(losses.items)
@@ -106,17 +108,51 @@ class GramianEngine(Engine):
         return Jacobian([], gramian=self._gramian(T, items[0]))
 
     def _loop(self, items: list[Tensor], inputs: list[Any], keep: bool) -> list[Tensor | None]:
-        """One pass per task, each task's gradients copied into ``[T, ...]`` buffers as they come."""
-        T = len(items)
+        """One pass per task, each task's gradients copied into ``[T, ...]`` buffers as they come: the blocks into
+        views of one flat ``[T, Σ numel]`` buffer kept across calls (no fresh memory to fault in each step;
+        ``G`` of the blocks is then one product), the ``Δ`` into buffers of their own."""
+        T, k0 = len(items), len(inputs) - len(self.blocked)
+        views = self._views(T)
         cols: list[Tensor | None] = [None] * len(inputs)
+        got = [[False] * T for _ in inputs]
         for t, x in enumerate(items):
             gs = guarded(self._grads, x, inputs, keep or t < T - 1)
             for k, g in enumerate(gs):
-                if g is not None:
-                    if cols[k] is None:
-                        cols[k] = torch.zeros((T, *g.shape), dtype=g.dtype, device=g.device)
-                    cols[k][t].copy_(g.to_dense() if g.layout != torch.strided else g)  # type: ignore[index]
+                if g is None:
+                    continue
+                if cols[k] is None:
+                    cols[k] = views[k - k0] if views and k >= k0 else torch.empty((T, *g.shape), dtype=g.dtype,
+                                                                                   device=g.device)
+                cols[k][t].copy_(g.to_dense() if g.layout != torch.strided else g)  # type: ignore[index]
+                got[k][t] = True
+        for k, col in enumerate(cols):  # a task that does not reach an input: its row is 0
+            if col is not None and not all(got[k]):
+                col[[t for t in range(T) if not got[k][t]]] = 0
+        if views:
+            for k, col in enumerate(cols[k0:]):
+                if col is None:
+                    views[k].zero_()  # unused: a zero column of the flat buffer (its .grad stays untouched)
+        else:
+            self.flat = None
         return cols
+
+    def _views(self, T: int) -> list[Tensor]:
+        """Per blocked parameter, its ``[T, *shape]`` view of the flat buffer (none if their dtypes differ)."""
+        ps = self.blocked
+        if not ps or any(p.dtype != ps[0].dtype or p.layout != torch.strided for p in ps):
+            self.flat = None
+            return []
+        key = ("gramian", T, *((tuple(p.shape), p.dtype, p.device) for p in ps))
+        if key not in self.cache:
+            self.cache.pop(self.cache.pop("gramian", None), None)  # one model's buffer at a time
+            flat = torch.empty(T, sum(p.numel() for p in ps), dtype=ps[0].dtype, device=ps[0].device)
+            offsets = [0]
+            for p in ps:
+                offsets.append(offsets[-1] + p.numel())
+            self.cache["gramian"] = key
+            self.cache[key] = (flat, [flat[:, a:b].view(T, *p.shape) for p, a, b in zip(ps, offsets, offsets[1:])])
+        self.flat, views = self.cache[key]
+        return list(views)
 
     @staticmethod
     def _batched(items: list[Tensor], inputs: list[Any], eye: list[Tensor], keep: bool) -> tuple[Tensor | None, ...]:
@@ -153,10 +189,13 @@ class GramianEngine(Engine):
             else:
                 J = sum(u.grad(d) for u, d in zip(uses, ds)).reshape(T, -1)  # type: ignore[union-attr]
             G = G + (J @ J.T).to(G.dtype)
-        for block in self.blocks:
-            if block is not None:
-                J = block.reshape(T, -1)
-                G = G + (J @ J.T).to(G.dtype)
+        if self.flat is not None:
+            G = G + (self.flat @ self.flat.T).to(G.dtype)
+        else:
+            for block in self.blocks:
+                if block is not None:
+                    J = block.reshape(T, -1)
+                    G = G + (J @ J.T).to(G.dtype)
         return 0.5 * (G + G.T)
 
     def write(self, jac: Jacobian, updates: list[Tensor], retain_graph: bool) -> None:
@@ -166,11 +205,15 @@ class GramianEngine(Engine):
             gs = [u.grad(d)[0] for u in uses if (d := dw[u.node]) is not None]
             if gs:
                 accumulate(p, gs[0] if len(gs) == 1 else sum(gs))  # type: ignore[arg-type]
+        flat = None if self.flat is None else w.to(self.flat.dtype) @ self.flat  # wᵀJ of every block at once
+        offset = 0
         for p, J in zip(self.blocked, self.blocks):
             if J is not None:
-                accumulate(p, torch.tensordot(w.to(J.dtype), J, dims=1))
+                accumulate(p, torch.tensordot(w.to(J.dtype), J, dims=1) if flat is None
+                           else flat[offset : offset + p.numel()].view(p.shape))
+            offset += p.numel()
         for p, g in zip(self.heads or [], self.head_grads):
             if g is not None:
                 accumulate(p, g)
-        self.delta, self.blocks, self.head_grads = {}, [], []
+        self.delta, self.blocks, self.head_grads, self.flat = {}, [], [], None
 
