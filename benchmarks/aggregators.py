@@ -151,7 +151,7 @@ def engine_cases(name: str, T: int, kind: str, tja, only: str | None = None) -> 
     trunk, heads, forward = workload(kind, T)
     shared = list(trunk.parameters())
     per_task = [shared + list(h.parameters()) for h in heads]
-    agg = {k: awloss.get_class(name)._make_example(T) for k in ("ours", "ours_gram")}
+    agg = {k: awloss.get_class(name)._make_example(T) for k in ("ours", "ours_gram", "ours_auto")}
     if want("sum"):
         out["sum"] = lambda: torch.stack(forward()[1]).sum().backward()
     if want("floor"):
@@ -164,6 +164,8 @@ def engine_cases(name: str, T: int, kind: str, tja, only: str | None = None) -> 
         out["ours"] = lambda: awloss.backward(forward()[1], shared, agg["ours"], method="loop")
     if want("ours_gram"):
         out["ours_gram"] = lambda: awloss.backward(forward()[1], shared, agg["ours_gram"], method="gramian")
+    if want("ours_auto") and only is None:  # what method="auto" picks (the loop, or the gramian engine where it pays)
+        out["ours_auto"] = lambda: awloss.backward(forward()[1], shared, agg["ours_auto"])
     ref = TORCHJD[name](T, tja) if tja is not None and name in TORCHJD else None
     if ref is not None and want("torchjd"):
         from torchjd.autojac import jac_to_grad, mtl_backward
@@ -194,9 +196,9 @@ def engines_main(args, tja) -> list[dict]:
     names = args.methods or ["upgrad", "mgda"]
     print(f"torch {torch.__version__}, {args.threads} thread(s), medians of {args.rounds} rounds x {args.steps} steps, "
           f"{args.clock} clock, load average {os.getloadavg()[0]:.1f} at start")
-    cols = ["sum", "floor", "ours", "ours_gram", "torchjd", "torchjd_gram"]
+    cols = ["sum", "floor", "ours", "ours_gram", "ours_auto", "torchjd", "torchjd_gram"]
     print(f"{'workload':<12}{'method':<8}{'T':>3}" + "".join(f"{c + ' ms':>16}" for c in cols)
-          + f"{'gram/floor':>11}{'jd/gram':>9}{'jdgram/gram':>12}{'load':>6}")
+          + f"{'gram/floor':>11}{'auto/floor':>11}{'jd/gram':>9}{'jdgram/gram':>12}{'load':>6}")
     rows = []
     for kind in args.workloads:
         for T in args.tasks:
@@ -223,7 +225,7 @@ def engines_main(args, tja) -> list[dict]:
 
                 cells = "".join(f"{med[c]:>16.2f}" if c in med else f"{'-':>16}" for c in cols)
                 print(f"{kind:<12}{name:<8}{T:>3}" + cells
-                      + f"{ratio('ours_gram', 'floor'):>11}{ratio('torchjd', 'ours_gram'):>9}"
+                      + f"{ratio('ours_gram', 'floor'):>11}{ratio('ours_auto', 'floor'):>11}{ratio('torchjd', 'ours_gram'):>9}"
                       f"{ratio('torchjd_gram', 'ours_gram'):>12}{load:>6.1f}", flush=True)
     return rows
 
