@@ -127,7 +127,9 @@ class GramianEngine(Engine):
                 got[k][t] = True
         for k, col in enumerate(cols):  # a task that does not reach an input: its row is 0
             if col is not None and not all(got[k]):
-                col[[t for t in range(T) if not got[k][t]]] = 0
+                for t in range(T):
+                    if not got[k][t]:
+                        col[t].zero_()  # (not col[list] = 0: its index tensor would be copied to the device)
         if views:
             for k, col in enumerate(cols[k0:]):
                 if col is None:
