@@ -402,3 +402,53 @@ def test_blocks_of_different_dtypes_keep_their_own_buffers():
         return w, [p.grad for p in [*a.parameters(), *b.parameters(), *heads.parameters()]]
 
     assert_same(run("loop"), run("gramian"), torch.float32)
+
+
+def _amp_step(arch, method, dtype, scaler=None, T=3):
+    torch.manual_seed(0)
+    trunk, x, width = ARCHS[arch]()
+    heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(T))
+    with torch.autocast("cpu", dtype=dtype):
+        f = trunk(x)
+        losses = [(h(f).float().squeeze(-1) - i).pow(2).mean() for i, h in enumerate(heads)]
+    w = awloss.backward(losses, trunk.parameters(), awloss.get("upgrad"), method=method, scaler=scaler)
+    return w, [p.grad for p in [*trunk.parameters(), *heads.parameters()]]
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn_batchnorm", "transformer_batch_first"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_under_autocast_the_casts_are_seen_through(arch, dtype, monkeypatch, rules):
+    """autocast casts each weight (``ToCopyBackward0``) before its Linear or convolution: the rules still apply
+    (no per-parameter block of the whole Jacobian) and the result equals the Jacobian path's at half precision."""
+    from awloss._backward import _gram as _gramian
+
+    engines = []
+    init = _gramian.GramianEngine.__init__
+    monkeypatch.setattr(_gramian.GramianEngine, "__init__", lambda self, *a, **k: (engines.append(self), init(self, *a, **k))[1])
+    wa, ga = _amp_step(arch, "loop", dtype)
+    wb, gb = _amp_step(arch, "gramian", dtype)
+    shapes = [tuple(p.shape) for p, _ in engines[0].covered]
+    assert shapes and engines[0].fallback == [], engines[0].fallback
+    assert all(len(s) < 2 or s in shapes for s in (tuple(p.shape) for p in engines[0].shared if p.dim() >= 2))
+    torch.testing.assert_close(wb.float(), wa.float(), rtol=3e-2, atol=3e-2 * wa.abs().max().item())
+    scale = max(g.abs().max() for g in ga if g is not None)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(y, x, rtol=5e-2, atol=5e-2 * scale)
+
+
+def test_float16_with_a_grad_scaler_keeps_the_gramian_in_float32():
+    """The scaled per-task gradients' Gramian (here ~1e11, beyond float16's 65504) is formed in float32 and
+    unscaled there: the step is not skipped as an overflow, and the weights equal the Jacobian path's."""
+    def run(method):
+        torch.manual_seed(0)
+        trunk = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU())
+        heads = nn.ModuleList(nn.Linear(256, 1) for _ in range(3))
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+        with torch.autocast("cpu", dtype=torch.float16):
+            f = trunk(torch.randn(16, 64))
+            losses = [(h(f).float().squeeze(-1) - 3).pow(2).mean() for h in heads]
+        return awloss.backward(losses, trunk.parameters(), awloss.get("upgrad"), method=method, scaler=scaler)
+
+    ref, got = run("loop"), run("gramian")
+    assert ref is not None and got is not None
+    torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3)

@@ -45,11 +45,17 @@ def _unbatchable(shared: list[Tensor], e: BaseException) -> None:
     )
 
 
+def wide(dtype: torch.dtype) -> torch.dtype:
+    """The dtype ``G`` and the update are computed in: at least float32."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _rows_gramian(a: Tensor, d: Tensor) -> Tensor:
     """``G`` of ``J_t = d_tᵀ a`` (``a[N, i]``, ``d[T, N, o]``) by the cheaper of the per-sample identity and ``J``
     built in chunks of output rows (at most ``CHUNK_BYTES`` each)."""
     T, N, o = d.shape
     i = a.shape[1]
+    d = d.to(wide(d.dtype))  # float16/bfloat16 (autocast): G in float32, whose squares do not overflow
     a = a.to(d.dtype)
     by_j, by_identity = costs(T, N, i, o)
     if by_identity < by_j:  # G[:, t] = <d_s, K d_t>, one task at a time (no [T, N, o] temporary)
@@ -171,7 +177,7 @@ class GramianEngine(Engine):
         return out
 
     def _gramian(self, T: int, like: Tensor) -> Tensor:
-        G = like.new_zeros(T, T)
+        G = like.new_zeros(T, T, dtype=wide(like.dtype))
         for p, uses in self.covered:
             ds = [self.delta[u.node] for u in uses]
             if any(d is None for d in ds):
@@ -190,19 +196,22 @@ class GramianEngine(Engine):
                 J = uses[0].block(ds[0]).reshape(T, -1)
             else:
                 J = sum(u.grad(d) for u, d in zip(uses, ds)).reshape(T, -1)  # type: ignore[union-attr]
+            J = J.to(wide(J.dtype))
             G = G + (J @ J.T).to(G.dtype)
         if self.flat is not None:
-            G = G + (self.flat @ self.flat.T).to(G.dtype)
+            F = self.flat.to(wide(self.flat.dtype))  # (a copy only for float16/bfloat16 parameters)
+            G = G + (F @ F.T).to(G.dtype)
         else:
             for block in self.blocks:
                 if block is not None:
-                    J = block.reshape(T, -1)
+                    J = block.reshape(T, -1).to(wide(block.dtype))
                     G = G + (J @ J.T).to(G.dtype)
         return 0.5 * (G + G.T)
 
     def write(self, jac: Jacobian, updates: list[Tensor], retain_graph: bool) -> None:
         (w,) = updates
-        dw = {n: None if d is None else torch.tensordot(w.to(d.dtype), d, dims=1)[None] for n, d in self.delta.items()}
+        dw = {n: None if d is None else torch.tensordot(w.to(wide(d.dtype)), d.to(wide(d.dtype)), dims=1)[None]
+              for n, d in self.delta.items()}
         for p, uses in self.covered:
             gs = [u.grad(d)[0] for u in uses if (d := dw[u.node]) is not None]
             if gs:

@@ -103,6 +103,22 @@ def _conv_cost(p: Tensor, uses: list[Use], T: int) -> float:
     return total
 
 
+def through_casts(acc: Any, consumers: dict[Any, list[tuple[Any, int]]]) -> list[tuple[Any, int]]:
+    """The consumers of a parameter, looking through the dtype casts autocast inserts (``ToCopyBackward0``: the
+    cast weight's consumers, each a use of the same shape; the gradient through a cast is the gradient cast back)."""
+    out = []
+    for n, s in consumers.get(acc, ()):
+        cast = type(n).__name__ == "ToCopyBackward0" and consumers.get(n)
+        out.extend(consumers[n] if cast else [(n, s)])
+    return out
+
+
+def _on(u: Use, p: Tensor) -> bool:
+    """Whether the tensors a use saved live on the parameter's device (a cast may also have moved it)."""
+    saved = u.rows if u.rows is not None else getattr(u.node, "_saved_input", None)
+    return saved is None or saved.device == p.device
+
+
 def plan(items: list[Tensor], shared: list[Tensor], heads: list[Tensor] | None) -> Plan:
     T = len(items)
     accs, consumers, leaves, blocks = graph(items)
@@ -119,7 +135,8 @@ def plan(items: list[Tensor], shared: list[Tensor], heads: list[Tensor] | None) 
         if acc is None:
             continue  # not reached by the losses: its .grad stays as it is
         out.numel += p.numel()
-        uses = [use_of(n, s, p, consumers) for n, s in consumers.get(acc, ())]
+        uses = [use_of(n, s, p, consumers) for n, s in through_casts(acc, consumers)]
+        uses = [u if u is None or _on(u, p) else None for u in uses]
         if not uses or any(u is None for u in uses):
             out.fallback.append(p)
             out.unknown += p.numel()

@@ -134,7 +134,8 @@ def _conv(node: Any, slot: int, p: Tensor) -> Use | None:
             node._saved_output_padding, node._saved_groups)
 
     def grad(d: Tensor) -> Tensor:
-        out = [torch.ops.aten.convolution_backward(dk, x, w, None, *args, [False, True, False])[1] for dk in d]
+        xd, wd = x.to(d.dtype), w.to(d.dtype)  # (autocast: Δ may come wider than the saved half tensors)
+        out = [torch.ops.aten.convolution_backward(dk, xd, wd, None, *args, [False, True, False])[1] for dk in d]
         return torch.stack(out)
 
     return Use(node, grad)
