@@ -452,3 +452,31 @@ def test_float16_with_a_grad_scaler_keeps_the_gramian_in_float32():
     ref, got = run("loop"), run("gramian")
     assert ref is not None and got is not None
     torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3)
+
+
+def test_reentrant_checkpointing_is_refused_by_gramian_and_avoided_by_auto():
+    """Inside reentrant checkpointing the parameters' uses are not in the outer graph: ``gramian`` would leave
+    them without a gradient (torch asserted internally); it raises, and ``auto`` over its budget keeps the loop."""
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    trunk, x, width = mlp()
+    heads = nn.ModuleList(nn.Linear(width, 1) for _ in range(2))
+    x.requires_grad_(True)
+
+    def losses(reentrant):
+        for p in [*trunk.parameters(), *heads.parameters()]:
+            p.grad = None
+        f = checkpoint(trunk, x, use_reentrant=reentrant)
+        return [h(f).pow(2).mean() for h in heads]
+
+    with pytest.raises(ValueError, match=r"reentrant checkpointing.*use_reentrant=False.*method='loop'"):
+        awloss.backward(losses(True), trunk.parameters(), awloss.get("upgrad"), method="gramian")
+    awloss.backward(losses(True), trunk.parameters(), awloss.get("upgrad"), method="loop")
+    ref = [p.grad.clone() for p in trunk.parameters()]
+    awloss.backward(losses(True), trunk.parameters(), awloss.get("upgrad"), memory_budget=1)  # auto, over budget
+    for p, g in zip(trunk.parameters(), ref):
+        torch.testing.assert_close(p.grad, g)
+    awloss.backward(losses(False), trunk.parameters(), awloss.get("upgrad"), method="gramian")  # non-reentrant: fine
+    for p, g in zip(trunk.parameters(), ref):
+        torch.testing.assert_close(p.grad, g)

@@ -56,17 +56,17 @@ def choose_engine(
     plain = heads is None and not distributed  # full backward passes would fire DDP's reducer hooks
     if plain and getattr(aggregator, "_uniform", False) and losses.scale is None:
         return SummedEngine(shared, cache)  # update = c·∇ΣLᵢ whatever `method`: one backward pass
-    if method == "gramian" or (method == "auto" and _over_budget(items, shared, aggregator, distributed, budget)):
+    if method == "gramian":
         if distributed:
             raise NotImplementedError(
                 "awloss.backward(method='gramian') is not supported under torch.distributed (DDP) yet: the "
                 "Gramian of the global batch needs the cross-rank products. Use method='loop' or 'auto'."
             )
         return GramianEngine(shared, heads, _engine.auto_batches(items[0].device), cache=cache)
-    if method == "auto" and _worth_planning(items, shared, aggregator, distributed):
-        made = plan(items, shared, heads)
-        if made.pays():  # the per-sample identity saves enough multiply-adds to be faster (see _gram_plan)
-            return GramianEngine(shared, heads, batched, made, cache)
+    if method == "auto" and _worth_planning(items, shared, aggregator, distributed, budget):
+        made = plan(items, shared, heads)  # over the memory budget, or the per-sample identity pays (_gram_plan)
+        if not made.reentrant and (_over_budget(items, shared, aggregator, distributed, budget) or made.pays()):
+            return GramianEngine(shared, heads, _engine.auto_batches(items[0].device), made, cache)
     if plain and not batched:
         return LoopEngine(shared, cache)
     if heads is None or batched:
@@ -85,12 +85,14 @@ def _over_budget(items: list[Tensor], shared: list[Tensor], aggregator: Aggregat
     return len(items) * sum(p.numel() * p.element_size() for p in shared) > budget
 
 
-def _worth_planning(items: list[Tensor], shared: list[Tensor], aggregator: Aggregator, distributed: bool) -> bool:
-    """``method="auto"``: whether to look at the graph for the gramian engine's savings (a Jacobian of at least
-    ``PLAN_MIN`` entries, an aggregator that needs only ``G``, no DDP)."""
+def _worth_planning(items: list[Tensor], shared: list[Tensor], aggregator: Aggregator, distributed: bool,
+                    budget: int | None) -> bool:
+    """``method="auto"``: whether to look at the graph for the gramian engine (an aggregator that needs only
+    ``G``, no DDP, and a Jacobian over the memory budget or of at least ``PLAN_MIN`` entries)."""
     if distributed or not isinstance(aggregator, GramianAggregator):
         return False
-    return len(items) * sum(p.numel() for p in shared) >= PLAN_MIN
+    return _over_budget(items, shared, aggregator, distributed, budget) or len(items) * sum(
+        p.numel() for p in shared) >= PLAN_MIN
 
 
 def _check_representation(representation: Any, aggregator: Aggregator, distributed: bool) -> None:

@@ -86,6 +86,12 @@ class GramianEngine(Engine):
     def jacobian(self, losses: Losses, retain_graph: bool) -> Jacobian:
         items, T = losses.items, len(losses.items)
         p = self.plan if self.plan is not None else plan(items, self.shared, self.heads)
+        if p.reentrant:
+            raise ValueError(
+                "Argument `method='gramian'` cannot see the parameters inside reentrant checkpointing "
+                "(torch.utils.checkpoint with use_reentrant=True): their uses are not in the graph the losses built. "
+                "Pass use_reentrant=False to torch.utils.checkpoint, or method='loop'."
+            )
         self.plan = None  # a plan holds the graph's saved tensors: used once
         self.heads, self.covered, self.fallback = p.heads, p.covered, p.fallback
         self.blocked = p.fallback + p.direct

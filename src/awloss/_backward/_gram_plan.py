@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ._graph import Walk, _classify
+from ._graph import _REENTRANT, Walk, _classify
 from ._sites import Use, use_of
 
 DIRECT_BYTES = 64 * 2**20  # in all, the per-task blocks that autograd computes directly
@@ -44,9 +44,14 @@ class Plan:
     unknown: int = 0  # elements of the fallback parameters (no cost model)
     numel: int = 0  # elements of the shared parameters the losses reach
 
+    @property
+    def reentrant(self) -> bool:
+        """Reentrant checkpointing: the parameters inside it are not in the graph the losses built."""
+        return self.walk.hard == _REENTRANT
+
     def pays(self) -> bool:
         """Whether the gramian engine should be faster than the Jacobian path (``method="auto"``)."""
-        if self.unknown > 0.1 * self.numel:
+        if self.reentrant or self.unknown > 0.1 * self.numel:
             return False
         return self.saved >= SAVED_MIN and self.saved >= SAVED_SHARE * self.floor
 
@@ -70,7 +75,7 @@ def graph(items: list[Tensor]) -> tuple[dict[int, Any], dict[Any, list[tuple[Any
             accs[id(var)] = fn
             leaves.append(var)
             continue
-        if blocks.hard is None:
+        if blocks.hard is None or blocks.hard != _REENTRANT:
             _classify(fn, blocks)
         for slot, (nxt, _) in enumerate(fn.next_functions):
             if nxt is not None:
