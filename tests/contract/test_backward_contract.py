@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import pickle
+import re
 
 import pytest
 import torch
 from torch import nn
 
 import awloss
+from awloss._checks import strict_host_reads
 from awloss.aggregation import Aggregator, GramianAggregator
 
 AGGREGATORS = awloss.available("aggregator")
@@ -280,3 +283,99 @@ def test_gramian_under_ddp_raises_naming_what_works(monkeypatch):
     trunk, heads, xs = _model()
     with pytest.raises(NotImplementedError, match="method='loop'"):
         _step(make("upgrad"), trunk, heads, xs[0], method="gramian")
+
+
+# ---------------------------------------------------------------- gradient scales float32 holds but its squares do not
+SCALES = {  # per task: its loss times this (float32 gradients stay normal; their squares leave float32's range)
+    "tiny": (1e-25, 1e-25, 1e-25),  # every G_tt underflows to 0 in float32: all tasks "absent", a zero update
+    "huge": (1e20, 1e20, 1e20),  # G overflows float32 (squares ~1e40)
+    "mixed": (1.0, 1e-22, 10.0),  # one task's G_tt (~1e-44) underflows next to the others: taken for absent
+}
+SCALE_CASES = [
+    (name, engine, scale)
+    for name, engine in ENGINE_CASES
+    if engine != "summed"
+    for scale in SCALES
+]
+
+
+def _scaled_case(name, engine, scale, strict=False):
+    """The engine's weights and trunk ``.grad`` on float32 losses scaled per task, and the aggregator's own on the
+    manual Jacobian of the same losses (its Gramian is float64)."""
+    trunk, heads, xs = _model(torch.float32)
+    shared, head_params = list(trunk.parameters()), list(heads.parameters())
+    f = trunk(xs[0])
+    losses = [(h(f).squeeze(-1) - i).pow(2).mean() * s for i, (h, s) in enumerate(zip(heads, SCALES[scale]))]
+    agg, ref = make(name), make(name)
+    J = _jacobian(agg.transform_items(list(losses)), shared)
+    assert torch.isfinite(J).all() and (J.abs().amax(1) > 0).all()  # every row normal float32: a valid input
+    torch.manual_seed(7)
+    expected = ref(J)
+    torch.manual_seed(7)
+    with contextlib.ExitStack() as stack:
+        if strict:
+            stack.enter_context(strict_host_reads())
+        w = _run_engine(_engines()[engine](shared, head_params), losses, agg)
+    got = torch.cat([p.grad.reshape(-1) for p in shared])
+    return got, expected, (w, ref.weights if ref.weighted else None)
+
+
+def _close(a, b):
+    """Relative to ``b``'s own size, whatever its scale (assert_close's default atol would pass any 1e-25 update).
+    ``b`` all zero: the aggregator's own documented fallback (FairGrad's solver on the 1e-22 task), so ``a`` too."""
+    if not b.any():
+        assert not a.any(), a
+        return
+    torch.testing.assert_close(a.double() / b.double().abs().max(), b.double() / b.double().abs().max(),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "engine", "scale"), SCALE_CASES)
+def test_every_engine_holds_gradient_scales_whose_squares_leave_float32(name, engine, scale):
+    """Per-task gradients of 1e-25 or 1e20 are ordinary float32 values; their Gramian is not (it squares them).
+    Every engine gives the aggregator's own answer on the Jacobian (whose Gramian is float64): no task taken for
+    absent because its squared norm underflowed, no false "non-finite gradient" error from an overflow."""
+    got, expected, (w, w_ref) = _scaled_case(name, engine, scale)
+    assert got.abs().max() > 0 or expected.abs().max() == 0, f"{name}/{engine}/{scale}: a zero update"
+    _close(got, expected)
+    if w_ref is not None:
+        _close(w, w_ref)
+        assert w.dtype == torch.float32  # the Jacobian's, though G was redone in float64
+
+
+@pytest.mark.parametrize("engine", ["loop", "batched"])
+@pytest.mark.parametrize("scale", list(SCALES))
+def test_on_accelerators_the_jacobian_engines_take_a_float64_gramian(engine, scale):
+    """Where a host read is not free (an accelerator; emulated), no float32 product is tried first: the Gramian is
+    float64 outright, and the answer is the aggregator's own."""
+    got, expected, (w, w_ref) = _scaled_case("upgrad", engine, scale, strict=True)
+    _close(got, expected)
+    _close(w, w_ref)
+    assert w.dtype == torch.float32
+
+
+@pytest.mark.parametrize("scale", ["tiny", "mixed"])
+def test_on_accelerators_the_gramian_engine_reports_an_underflowed_gramian(scale):
+    """The gramian engine keeps its float32 Gramian on accelerators (float64 would redo its costliest products):
+    a task whose squared norm underflowed is named by the deferred check, never silently dropped."""
+    trunk, heads, xs = _model(torch.float32)
+    agg = make("upgrad")
+    agg.check = "immediate"
+    f = trunk(xs[0])
+    losses = [(h(f).squeeze(-1) - i).pow(2).mean() * s for i, (h, s) in enumerate(zip(heads, SCALES[scale]))]
+    tasks = "[0, 1, 2]" if scale == "tiny" else "[1]"
+    with strict_host_reads(), pytest.raises(ValueError, match=re.escape(f"task(s) {tasks}") + ".*method='loop'"):
+        awloss.backward(losses, trunk, agg, method="gramian")
+
+
+def test_on_accelerators_the_gramian_engine_passes_an_absent_or_zero_task():
+    """A zero row (an absent task, a loss whose gradient is exactly 0) is not an underflow: no report."""
+    trunk, heads, xs = _model(torch.float32)
+    agg = make("upgrad")
+    agg.check = "immediate"
+    f = trunk(xs[0])
+    losses = [(h(f).squeeze(-1) - i).pow(2).mean() for i, h in enumerate(heads)]
+    losses[1], losses[2] = None, losses[2] * 0
+    with strict_host_reads():
+        w = awloss.backward(losses, trunk, agg, method="gramian")
+    assert w[0] > 0 and w[1] == 0 and w[2] == 0

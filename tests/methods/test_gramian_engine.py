@@ -234,14 +234,14 @@ def test_the_linear_gramian_by_rows_equals_the_jacobian_whichever_way_it_is_comp
     torch.manual_seed(0)
     a, d = torch.randn(5, 7, dtype=torch.float64), torch.randn(3, 5, 4, dtype=torch.float64)
     J = torch.einsum("tno,ni->toi", d, a).reshape(3, -1)
-    torch.testing.assert_close(_gramian._rows_gramian(a, d), J @ J.T)  # N = 5 < d_in: the identity
+    torch.testing.assert_close(_gramian._rows_gramian(a, d, torch.float64), J @ J.T)  # N = 5 < d_in: the identity
     a1, d1 = torch.randn(50, 2, dtype=torch.float64), torch.randn(3, 50, 4, dtype=torch.float64)
     J1 = torch.einsum("tno,ni->toi", d1, a1).reshape(3, -1)
-    torch.testing.assert_close(_gramian._rows_gramian(a1, d1), J1 @ J1.T)  # N = 50 > d_in: J in one chunk
+    torch.testing.assert_close(_gramian._rows_gramian(a1, d1, torch.float64), J1 @ J1.T)  # N = 50 > d_in: J in one chunk
     monkeypatch.setattr(_gramian, "CHUNK_BYTES", 1)
     a2, d2 = torch.randn(40, 3, dtype=torch.float64), torch.randn(3, 40, 4, dtype=torch.float64)
     J2 = torch.einsum("tno,ni->toi", d2, a2).reshape(3, -1)
-    torch.testing.assert_close(_gramian._rows_gramian(a2, d2), J2 @ J2.T)  # N large: J by chunks of one row
+    torch.testing.assert_close(_gramian._rows_gramian(a2, d2, torch.float64), J2 @ J2.T)  # N large: J by chunks of one row
 
 
 def test_heads_given_as_task_params_and_retain_graph():

@@ -1,7 +1,8 @@
 """Degenerate Jacobians for every registered aggregator (issue 11 §7): a solver never raises on finite input.
 
 Families (float32 and float64): well-conditioned, rank-deficient, T > n, collinear, exactly opposite, a zero
-row, duplicated rows, whole-matrix scales 1e-20 and 1e20, and rows 1e-8 / 1e8 apart. Every method must
+row, duplicated rows, whole-matrix scales 1e-20 and 1e20, rows 1e-8 / 1e8 apart, and gradients float32 holds
+but whose squares it does not (1e-25, 1e20, one row at 1e-22 beside ordinary ones). Every method must
 return a finite update equal to ``weightsᵀJ`` without raising; methods that promise more are held to it:
 
 - ``conflict_free`` methods: ``⟨update, g_i⟩ >= -tol`` for every task;
@@ -61,11 +62,19 @@ def family(name: str, seed: int = 0) -> torch.Tensor:
     if name == "spread":
         J = rnd(3, 9)
         return J * torch.tensor([[1e-8], [1.0], [1e8]], dtype=torch.float64)
+    # float32 holds these gradients, not their squares (a float32 Gramian or norm under- or overflows):
+    if name == "tiny_squares":
+        return 1e-25 * rnd(3, 9)
+    if name == "huge_squares":
+        return 1e20 * rnd(3, 9)
+    if name == "spread_squares":  # one row whose squared norm underflows float32 next to ordinary ones
+        J = rnd(3, 9)
+        return J * torch.tensor([[1.0], [1e-22], [10.0]], dtype=torch.float64)
     raise ValueError(name)
 
 
 FAMILIES = ["random", "rank_deficient", "t_greater_than_n", "collinear", "opposite", "opposite_scaled", "zero_row",
-            "duplicated", "tiny", "huge", "spread"]
+            "duplicated", "tiny", "huge", "spread", "tiny_squares", "huge_squares", "spread_squares"]
 
 
 # Known defects found by this suite, left for the method's owner (each must start passing, then leave this table).
@@ -157,3 +166,24 @@ def test_generated_degenerate_jacobians(T, n, rank, log_scale, seed, zero, dup, 
         except (ValueError, TypeError):
             continue  # a method whose example needs more tasks (e.g. krum) is skipped for this T
         check_update(name, J, generated=True)
+
+
+@pytest.mark.parametrize("fam", ["tiny_squares", "huge_squares", "spread_squares"])
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_float32_gradients_whose_squares_leave_float32_give_the_float64_answer(name: str, fam: str) -> None:
+    """The float32 update is the float64 one on the same (float32-exact) Jacobian, relative to its own size:
+    no row taken for absent because its squared norm underflowed, no inf from one that overflowed."""
+    J = family(fam).to(torch.float32)
+    torch.manual_seed(3)  # the random methods draw the same numbers
+    got = _call(_make(name, J.shape[0]), J).double()
+    torch.manual_seed(3)
+    if name == "graddrop":  # its draw is in J's dtype: the oracle is float32 at scale ~1 (J times an exact power
+        s = 2.0 ** float(torch.frexp(J.abs().amax())[1])  # of 2; GradDrop's P is scale-free, its update a masked sum)
+        ref = _call(_make(name, J.shape[0]), J / s).double() * s
+    else:
+        ref = _call(_make(name, J.shape[0]), J.double()).double()
+    size = ref.abs().max()
+    if size == 0:  # a documented fallback in float64 as well
+        assert not got.any(), f"{name}: {got}"
+        return
+    torch.testing.assert_close(got / size, ref / size, rtol=1e-3, atol=1e-4)

@@ -8,8 +8,10 @@ import torch
 from torch import Tensor
 
 from .. import _checks
+from ..aggregation import _solvers
 from ..aggregation._base import Aggregator, GramianAggregator
 from ._engine import Jacobian
+from ._range import exact_enough
 
 
 def gramian(J: Tensor) -> Tensor:
@@ -25,14 +27,31 @@ def gramian(J: Tensor) -> Tensor:
     return G.tril() + G.tril(-1).T
 
 
+def gramian_of(flat: list[Tensor]) -> Tensor:
+    """``G`` of the blocks ``[T, n_k]`` side by side, as exact as the aggregators' own (float64) Gramian.
+
+    On the CPU from float32 blocks: the fast float32 product, redone in float64 only where it left float32's
+    range (a host read, free there; see :mod:`._range`). Elsewhere, and for float16/bfloat16 blocks: float64
+    (by chunks of columns). Float64 blocks: their own product."""
+    if all(f.dtype == torch.float64 for f in flat) or (
+        all(f.dtype == torch.float32 for f in flat) and _checks.host_reads_are_free(flat[0])
+    ):
+        G = gramian(flat[0])
+        for f in flat[1:]:
+            G = G + gramian(f)
+        if exact_enough(G, sum(f.shape[1] for f in flat), lambda t: any(bool(f[t].any()) for f in flat)):
+            return G
+    G = _solvers.gramian(flat[0])
+    for f in flat[1:]:
+        G = G + _solvers.gramian(f)
+    return G
+
+
 def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Tensor]:
     """Aggregate the per-input blocks ``[T, *shape]``; return the update of each block."""
     flat = [b.reshape(T, -1) for b in blocks]
     if isinstance(aggregator, GramianAggregator):
-        G = gramian(flat[0])
-        for f in flat[1:]:
-            G = G + gramian(f)
-        w = aggregator.gramian_weights(G)
+        w = aggregator.gramian_weights(gramian_of(flat), flat[0].dtype)
         return [torch.tensordot(w.to(b.dtype), b, dims=1) for b in blocks]
     J = flat[0] if len(flat) == 1 else torch.cat(flat, dim=1)
     update = aggregator(J)
@@ -74,13 +93,17 @@ def aggregate(aggregator: Aggregator, jac: Jacobian, T: int, scale: float | None
         gram = cast(GramianAggregator, aggregator)  # (the gramian and FSDP2 engines serve only these)
         if not jac.blocks:  # the gramian engine: the weights alone (it writes Σ wᵢ∇Lᵢ)
             G = jac.gramian
+            mode = _checks.check_mode(aggregator)
+            if jac.check is not None and mode is not None:  # on accelerators: its G left float32's range
+                flag, report = jac.check
+                _checks.push(aggregator, flag, report, mode)
             if scale is None:
-                return [gram.gramian_weights(G)], False
+                return [gram.gramian_weights(G, jac.dtype)], False
             if not bool(torch.isfinite(G).all()):
                 return [G.new_ones(T)], True
-            return [gram.gramian_weights(G / (scale * scale))], False
+            return [gram.gramian_weights(G / (scale * scale), jac.dtype)], False
         # a sharded Jacobian (FSDP2): the weights from the reduced Gramian
-        w = gram.gramian_weights(jac.gramian)
+        w = gram.gramian_weights(jac.gramian, jac.blocks[0].dtype)
         return [torch.tensordot(w.to(b.dtype), b, dims=1) for b in jac.blocks], False
     if scale is None:
         return _aggregate(aggregator, jac.blocks, T), False

@@ -33,7 +33,9 @@ class Jacobian:
     absent task's zero row is left out of the weights, as the aggregator does on a Jacobian);
     ``shard_group``: the blocks are this rank's columns of a Jacobian sharded over that process group (FSDP2),
     and the reduction step sets ``gramian``, the global ``JJᵀ``, which the aggregation step uses; the gramian
-    engine sets ``gramian`` with no blocks at all (the aggregation step then returns the weights alone)."""
+    engine sets ``gramian`` with no blocks at all (the aggregation step then returns the weights alone), and
+    ``check``: a deferred check ``(flag, report)`` on that Gramian for the aggregator (see :mod:`._range`), and
+    ``dtype``: the weights' dtype (that of the float32 Gramian, where a float64 one was needed)."""
 
     blocks: list[Any]
     params: list[Tensor] | None = None
@@ -43,6 +45,8 @@ class Jacobian:
     present: list[bool] = field(default_factory=list)
     shard_group: Any = None
     gramian: Tensor | None = None
+    check: Any = None
+    dtype: torch.dtype | None = None  # the gramian engine: the weights' dtype (G's may be float64)
 
 
 class Engine:

@@ -21,10 +21,12 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
+from .._checks import host_reads_are_free
 from ._engine import Engine, Jacobian, accumulate, guarded, missing_params, vmap_failure
 from ._gather import Losses
 from ._gram_plan import Plan, costs, plan
 from ._loop import _ENGINE
+from ._range import exact_enough, range_flag, report
 
 CHUNK_BYTES = 32 * 2**20  # the largest per-layer block J_p (or a chunk of its rows) built at once
 _UNBATCHED: set[tuple[int, ...]] = set()  # models (their shared parameters' ids) whose backward failed under vmap
@@ -50,13 +52,13 @@ def wide(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _rows_gramian(a: Tensor, d: Tensor) -> Tensor:
-    """``G`` of ``J_t = d_tᵀ a`` (``a[N, i]``, ``d[T, N, o]``) by the cheaper of the per-sample identity and ``J``
-    built in chunks of output rows (at most ``CHUNK_BYTES`` each)."""
+def _rows_gramian(a: Tensor, d: Tensor, dt: torch.dtype) -> Tensor:
+    """``G`` in ``dt`` of ``J_t = d_tᵀ a`` (``a[N, i]``, ``d[T, N, o]``) by the cheaper of the per-sample identity
+    and ``J`` built in chunks of output rows (at most ``CHUNK_BYTES`` each)."""
     T, N, o = d.shape
     i = a.shape[1]
-    d = d.to(wide(d.dtype))  # float16/bfloat16 (autocast): G in float32, whose squares do not overflow
-    a = a.to(d.dtype)
+    d = d.to(dt)  # float16/bfloat16 (autocast): G in float32 at least, whose squares do not overflow
+    a = a.to(dt)
     by_j, by_identity = costs(T, N, i, o)
     if by_identity < by_j:  # G[:, t] = <d_s, K d_t>, one task at a time (no [T, N, o] temporary)
         K, flat = a @ a.T, d.reshape(T, -1)
@@ -82,6 +84,7 @@ class GramianEngine(Engine):
         self.shared, self.heads, self.batched, self.plan = shared, heads, batched, plan
         self.cache = {} if cache is None else cache
         self.flat: Tensor | None = None  # the loop passes' blocks side by side, [T, Σ numel], reused across calls
+        self.range_check: tuple[Tensor, Any] | None = None  # accelerators: the deferred verdict on G's range
 
     def jacobian(self, losses: Losses, retain_graph: bool) -> Jacobian:
         items, T = losses.items, len(losses.items)
@@ -117,7 +120,9 @@ class GramianEngine(Engine):
         self.blocks = cols[len(nodes) :]
         if not self.covered and all(b is None for b in self.blocks):
             raise missing_params()
-        return Jacobian([], gramian=self._gramian(T, items[0]))
+        self.range_check = None
+        G = self._gramian(T, items[0])  # (sets range_check on accelerators)
+        return Jacobian([], gramian=G, check=self.range_check, dtype=wide(items[0].dtype))
 
     def _loop(self, items: list[Tensor], inputs: list[Any], keep: bool) -> list[Tensor | None]:
         """One pass per task, each task's gradients copied into ``[T, ...]`` buffers as they come: the blocks into
@@ -183,7 +188,30 @@ class GramianEngine(Engine):
         return out
 
     def _gramian(self, T: int, like: Tensor) -> Tensor:
-        G = like.new_zeros(T, T, dtype=wide(like.dtype))
+        """``G`` in float32 (float64 for float64 parameters); on the CPU redone in float64 where it left float32's
+        range (:mod:`._range`), on accelerators that verdict is a deferred check."""
+        dt = wide(like.dtype)
+        G = self._products(T, dt)
+        if dt == torch.float64:
+            return G
+        n = sum(p.numel() for p in self.shared)
+        if host_reads_are_free(like):
+            return G if exact_enough(G, n, lambda t: any(bool(x[t].any()) for x in self._rows())) else self._products(
+                T, torch.float64)
+        nonzero = torch.stack([x.reshape(T, -1).ne(0).any(1) for x in self._rows()]).any(0)
+        self.range_check = (range_flag(G, n, nonzero), report(G, n, nonzero))
+        return G
+
+    def _blocks(self) -> list[Tensor]:
+        """The per-parameter blocks ``[T, ...]`` (the flat buffer that holds them side by side, if any)."""
+        return [self.flat] if self.flat is not None else [b for b in self.blocks if b is not None]
+
+    def _rows(self) -> list[Tensor]:
+        """Every tensor with one row per task that ``G`` is made of (the ``Δ`` and the blocks)."""
+        return [d for d in self.delta.values() if d is not None] + self._blocks()
+
+    def _products(self, T: int, dt: torch.dtype) -> Tensor:
+        G = torch.zeros(T, T, dtype=dt, device=self.shared[0].device)
         for p, uses in self.covered:
             ds = [self.delta[u.node] for u in uses]
             if any(d is None for d in ds):
@@ -196,22 +224,18 @@ class GramianEngine(Engine):
                 dr = [(d if u.alpha == 1 else d * u.alpha).reshape(T, r.shape[0], -1) for u, r, d in zip(uses, rows, ds)]
                 a = rows[0] if len(rows) == 1 else torch.cat(rows)  # a parameter used twice: its rows side by side
                 d = dr[0] if len(dr) == 1 else torch.cat(dr, dim=1)
-                G = G + _rows_gramian(a, d).to(G.dtype)
+                G = G + _rows_gramian(a, d, torch.promote_types(dt, d.dtype)).to(dt)
                 continue
             if len(uses) == 1 and uses[0].block is not None:
                 J = uses[0].block(ds[0]).reshape(T, -1)
             else:
                 J = sum(u.grad(d) for u, d in zip(uses, ds)).reshape(T, -1)  # type: ignore[union-attr]
-            J = J.to(wide(J.dtype))
-            G = G + (J @ J.T).to(G.dtype)
-        if self.flat is not None:
-            F = self.flat.to(wide(self.flat.dtype))  # (a copy only for float16/bfloat16 parameters)
-            G = G + (F @ F.T).to(G.dtype)
-        else:
-            for block in self.blocks:
-                if block is not None:
-                    J = block.reshape(T, -1).to(wide(block.dtype))
-                    G = G + (J @ J.T).to(G.dtype)
+            J = J.to(torch.promote_types(dt, J.dtype))
+            G = G + (J @ J.T).to(dt)
+        for J in self._blocks():
+            J = J.reshape(T, -1)
+            J = J.to(torch.promote_types(dt, J.dtype))  # (a copy only for float16/bfloat16 parameters or a float64 redo)
+            G = G + (J @ J.T).to(dt)
         return 0.5 * (G + G.T)
 
     def write(self, jac: Jacobian, updates: list[Tensor], retain_graph: bool) -> None:

@@ -30,7 +30,9 @@ def reduce_loss_values(
 
 
 def _gramian(blocks: list[Tensor], T: int) -> Tensor:
-    from ._aggregate import gramian
+    """This rank's share of ``JJᵀ``, in float64 on every rank (the ranks' sums must agree in dtype, so no
+    data-dependent float32 shortcut here)."""
+    from ..aggregation._solvers import gramian
 
     flat = [b.reshape(T, -1) for b in blocks]
     G = gramian(flat[0])

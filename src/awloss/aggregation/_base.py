@@ -285,8 +285,9 @@ class GramianAggregator(Aggregator):
         w = self._weights_of(G, jacobian.dtype)
         return w @ jacobian
 
-    def gramian_weights(self, gramian: Tensor) -> Tensor:
-        """Weights ``Tensor[T]`` for the Gramian ``gramian[T, T]`` (validated; solver checks run).
+    def gramian_weights(self, gramian: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """Weights ``Tensor[T]`` for the Gramian ``gramian[T, T]`` (validated; solver checks run), in ``dtype``
+        (default: the Gramian's; pass the Jacobian's dtype for a Gramian built in float64 from float32 rows).
 
         Build ``gramian`` in float64 where you can (:func:`~awloss.aggregation._solvers.gramian`): a float32
         one is solved with an extra ridge of ``T·eps·tr(G)`` that covers its round-off.
@@ -298,7 +299,7 @@ class GramianAggregator(Aggregator):
             raise ValueError(f"Argument `gramian` must be a non-empty floating point matrix, got {gramian.dtype}.")
         with _checks.step(self):
             self._checks = []
-            w = self._weights_of(gramian.detach(), gramian.dtype)
+            w = self._weights_of(gramian.detach(), gramian.dtype if dtype is None else dtype)
             self._run_checks(lambda: torch.isfinite(gramian.diagonal()) & torch.isfinite(gramian).all(dim=1))
         return w
 

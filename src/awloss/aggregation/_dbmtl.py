@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import _checks
 from .._inputs import check_positive
 from .._registry import register
-from .. import _checks
 from ._base import Aggregator
+from ._solvers import work_dtype
 
 __all__ = ["DBMTL"]
 
@@ -97,8 +98,9 @@ class DBMTL(Aggregator):
         present = (J != 0).any(dim=1)  # a zero row (absent task): its average is kept, its weight is 0
         ema = torch.where(present[:, None], ema * beta_t + J.detach() * (1 - beta_t), ema)
         self.grad_ema = ema
-        norms = torch.where(present, ema.norm(dim=1), 0.0)
-        alpha = torch.where(norms > 0, norms.max() / torch.where(norms > 0, norms, 1.0), 0.0)
+        # the norms in float64: a float32 norm squares its entries (1e20 gradients: inf, then inf/inf = NaN)
+        norms = torch.where(present, torch.linalg.vector_norm(ema, dim=1, dtype=work_dtype(ema)), 0.0)
+        alpha = torch.where(norms > 0, norms.max() / torch.where(norms > 0, norms, 1.0), 0.0).to(J.dtype)
         self._weights = alpha.detach()
         return alpha @ ema
 

@@ -53,8 +53,8 @@ class IMTLG(GramianAggregator):
     def weights_from_gramian(self, gramian: Tensor) -> Tensor:
         G = gramian.to(work_dtype(gramian))
         G = 0.5 * (G + G.T)
-        d = G.diagonal().clamp_min(0).sqrt()
         scale = G.diagonal().max().clamp_min(torch.finfo(G.dtype).tiny)
+        d = (G.diagonal() / scale).clamp_min(0).sqrt()  # scale-free: the 1e-12 test on s below is absolute
         v = torch.linalg.pinv(G / scale, hermitian=True, rtol=G.shape[0] * torch.finfo(gramian.dtype).eps) @ d
         s = v.sum()
         return torch.where(s.abs() < 1e-12, torch.zeros_like(v), v / torch.where(s.abs() < 1e-12, 1.0, s))

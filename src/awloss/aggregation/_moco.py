@@ -9,6 +9,7 @@ from .._inputs import check_positive
 from .._registry import register
 from ._base import Aggregator
 from ._modo import project_present
+from ._solvers import gramian, work_dtype
 
 __all__ = ["MoCo"]
 
@@ -118,7 +119,7 @@ class MoCo(Aggregator):
         if self.check:  # a NaN/inf row is reported after the call; keep it out of the tracked gradients
             h = torch.where(torch.isfinite(h), h, torch.zeros_like(h))
         if self.normalize != "none":
-            h = h / (h.norm(dim=1, keepdim=True) + 1e-8)
+            h = h / (torch.linalg.vector_norm(h, dim=1, keepdim=True, dtype=work_dtype(h)) + 1e-8).to(h.dtype)
         if self.normalize == "loss":
             if self._losses is None or self._losses.numel() != T:
                 raise ValueError(
@@ -136,12 +137,15 @@ class MoCo(Aggregator):
         y = self.tracked.to(h.dtype)
         y = y - (self.beta / t**self.beta_sigma) * (y - h)
         lam = self.lambd.to(h.dtype)
-        step = lam - (self.gamma / t**self.gamma_sigma) * ((y @ (y.T @ lam)) + self.rho * lam)
+        # y yᵀλ through the float64 Gramian of y: in float32 the product squares y (1e20 gradients: inf)
+        lam64 = lam.to(work_dtype(h))
+        step = lam64 - (self.gamma / t**self.gamma_sigma) * (gramian(y) @ lam64 + self.rho * lam64)
         if self.simplex == "project":
             lam = project_present(step, present)
         else:
             lam = torch.softmax(torch.where(present, step, torch.full_like(step, float("-inf"))), dim=0)
             lam = torch.where(present, lam, torch.zeros_like(lam)).nan_to_num(0.0)
+        lam = lam.to(h.dtype)
         self.tracked, self.lambd = y, lam
         self._weights = lam.detach()
         update: Tensor = lam @ y

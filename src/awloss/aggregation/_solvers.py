@@ -54,23 +54,25 @@ def _can_stop_early(t: Tensor) -> bool:
 _CHUNK = 1 << 20  # columns per float64 block: bounds the float64 copy of J to T x 1M values
 
 
-def gramian(J: Tensor) -> Tensor:
-    """``J Jᵀ`` in the working dtype (float64 where available), by blocks of columns.
+def gramian(J: Tensor, other: Tensor | None = None) -> Tensor:
+    """``J Jᵀ`` (or ``J otherᵀ``) in the working dtype (float64 where available), by blocks of columns.
 
     Cheap next to the ``T`` backward passes that produced ``J`` (``T² n`` flops), and it removes the
-    round-off that makes a float32 Gramian indefinite (the solvers' ridges are ``1e-8·tr(G)``).
+    round-off that makes a float32 Gramian indefinite (the solvers' ridges are ``1e-8·tr(G)``), and the
+    float32 range of the squares (gradients of 1e-25 or 1e20 are float32 values, their products are not).
     """
+    K = J if other is None else other
     dt = work_dtype(J)
-    if J.dtype == dt:
-        return J @ J.T
+    if J.dtype == dt and K.dtype == dt:
+        return J @ K.T
     n = J.shape[1]
     if n <= _CHUNK:
         Jw = J.to(dt)
-        return Jw @ Jw.T
-    G = J.new_zeros(J.shape[0], J.shape[0], dtype=dt)
+        return Jw @ (Jw if other is None else K.to(dt)).T
+    G = J.new_zeros(J.shape[0], K.shape[0], dtype=dt)
     for i in range(0, n, _CHUNK):
         Jw = J[:, i : i + _CHUNK].to(dt)
-        G = G + Jw @ Jw.T
+        G = G + Jw @ (Jw if other is None else K[:, i : i + _CHUNK].to(dt)).T
     return G
 
 
@@ -407,12 +409,17 @@ def nash_bargaining(
 
 
 def project_simplex(v: Tensor) -> Tensor:
-    """Euclidean projection of each row of ``v`` onto ``{w >= 0, Σw = 1}`` (Held et al. 1974, sort based)."""
+    """Euclidean projection of each row of ``v`` onto ``{w >= 0, Σw = 1}`` (Held et al. 1974, sort based).
+
+    Each row is first shifted by its maximum (the projection is invariant to adding a constant to every entry):
+    at ``|v| ~ 1e16`` and beyond the simplex's ``1`` is otherwise lost to rounding, and every entry projects to 0."""
+    top = v.amax(dim=-1, keepdim=True)
+    v = v - torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     u, _ = torch.sort(v, dim=-1, descending=True)
     css = u.cumsum(dim=-1) - 1.0
     k = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
     cond = u - css / k > 0
-    # cond holds on a prefix, and always at k = 1 in exact arithmetic; at |v| ~ 1e16+ the `1` is lost to rounding
+    # cond holds on a prefix, and at k = 1 (u = 0 there after the shift)
     rho = (cond.sum(dim=-1, keepdim=True) - 1).clamp_min(0)
     theta = css.gather(-1, rho) / (rho + 1).to(v.dtype)
     return (v - theta).clamp_min(0.0)
