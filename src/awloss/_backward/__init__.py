@@ -72,7 +72,9 @@ def backward(
             from what the graph saved (a layer's input) and per-task gradients of the layers' outputs, and the
             Jacobian is never formed (``nn.Linear``, the projections of ``nn.MultiheadAttention``, convolutions,
             ``nn.Embedding``, the norms' affine parameters; any other parameter adds its own per-task block;
-            see the engines page). ``"auto"`` picks it when the Jacobian would exceed ``memory_budget``.
+            see the engines page). ``"auto"`` picks it when the Jacobian would exceed ``memory_budget``, or when its
+            count of multiply-adds says the per-sample identity saves at least 30 % of the backward passes
+            (wide Linear layers on small batches; never under DDP).
             ``grad_mean``/``grad_sum`` need no per-task gradients:
             they take one backward of :math:`\sum_i L_i` whatever the method (not under DDP or ``task_params``).
         scaler: a ``torch.amp.GradScaler`` (fp16 training; pass the *unscaled* losses). The per-task
