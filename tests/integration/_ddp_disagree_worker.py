@@ -307,6 +307,22 @@ def case(name: str, rank: int, world: int) -> dict:
         except Exception as e:
             out["bad"] = _err(e)
         out["good"] = _good_backward_step(net, rank, agg)
+    elif name == "b_tiny_task_f32":  # float32; task 1's loss x 1e-22 on both ranks (its squared norm underflows
+        net, agg = _net().float(), awloss.get("upgrad")  # float32's range), task 2 absent on rank 1
+        g = torch.Generator().manual_seed(10 + rank)
+        h = torch.tanh(net.trunk(torch.randn(6, 3, generator=g)))
+        h = h + torch.tanh(net.extra(h))
+        ls: list = [net.heads[i](h).pow(2).mean() * (1e-22 if i == 1 else 1.0) for i in range(3)]
+        if rank == 1:
+            ls[2] = None
+        try:
+            w = awloss.backward(ls, [*net.trunk.parameters(), *net.extra.parameters()], agg,
+                                task_params=net.heads.parameters())
+            out["bad"] = None
+            out["weights"] = w.clone()
+            out["grads"] = [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+        except Exception as e:
+            out["bad"] = _err(e)
     else:
         raise ValueError(name)
     return out

@@ -24,7 +24,7 @@ WORKER = HERE / "_ddp_disagree_worker.py"
 CASES = [
     "w_key_order", "w_nan_one_rank", "w_count_fixed", "w_count_free", "w_names_differ", "w_none_one_rank",
     "w_update_one_rank", "w_absent_train", "collectives", "b_key_order", "b_nan_one_rank", "b_count", "b_none_one_rank", "b_none_one_rank_auto",
-    "b_shared_one_rank",
+    "b_shared_one_rank", "b_tiny_task_f32",
 ]
 
 
@@ -201,6 +201,18 @@ def test_backward_task_or_shared_parameter_on_one_rank_is_zero_filled(ranks, nam
     assert _same(r0["grads"], r1["grads"]) and _same(r0["weights"], r1["weights"])
     for got, want in zip(r0["grads"], _expected(name)):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_backward_float32_task_whose_squared_norm_underflows_counts_on_every_rank(ranks):
+    """float32, task 1's gradient ~1e-22 on both ranks (its squared norm underflows float32), task 2 absent on
+    rank 1. Before: task 1 was taken for absent (weight 0). Now both ranks redo the reduced Jacobian's Gramian in
+    float64 (the same data on both: the same choice, no collective depends on it) and agree bit for bit."""
+    r0, r1 = _case(ranks, "b_tiny_task_f32")
+    assert r0["bad"] is None and r1["bad"] is None, (r0["bad"], r1["bad"])
+    assert _same(r0["grads"], r1["grads"]) and _same(r0["weights"], r1["weights"])
+    w = r0["weights"]
+    assert w.dtype == torch.float32 and (w > 0).all(), w
+    assert all(g is None or torch.isfinite(g).all() for g in r0["grads"])
 
 
 def test_collectives_per_step(ranks):

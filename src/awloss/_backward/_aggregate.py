@@ -9,9 +9,9 @@ from torch import Tensor
 
 from .. import _checks
 from ..aggregation import _solvers
+from ..aggregation._precision import gramian_fits
 from ..aggregation._base import Aggregator, GramianAggregator
 from ._engine import Jacobian
-from ._range import exact_enough
 
 
 def gramian(J: Tensor) -> Tensor:
@@ -27,24 +27,25 @@ def gramian(J: Tensor) -> Tensor:
     return G.tril() + G.tril(-1).T
 
 
+def exact_gramian(flat: list[Tensor]) -> Tensor:
+    """``G`` of the blocks ``[T, n_k]`` side by side in float64 (:func:`~awloss.aggregation._solvers.gramian`)."""
+    return sum((_solvers.gramian(f) for f in flat[1:]), _solvers.gramian(flat[0]))
+
+
 def gramian_of(flat: list[Tensor]) -> Tensor:
     """``G`` of the blocks ``[T, n_k]`` side by side, as exact as the aggregators' own (float64) Gramian.
 
     On the CPU from float32 blocks: the fast float32 product, redone in float64 only where it left float32's
     range (a host read, free there; see :mod:`._range`). Elsewhere, and for float16/bfloat16 blocks: float64
     (by chunks of columns). Float64 blocks: their own product."""
-    if all(f.dtype == torch.float64 for f in flat) or (
-        all(f.dtype == torch.float32 for f in flat) and _checks.host_reads_are_free(flat[0])
-    ):
-        G = gramian(flat[0])
-        for f in flat[1:]:
-            G = G + gramian(f)
-        if exact_enough(G, sum(f.shape[1] for f in flat), lambda t: any(bool(f[t].any()) for f in flat)):
-            return G
-    G = _solvers.gramian(flat[0])
-    for f in flat[1:]:
-        G = G + _solvers.gramian(f)
-    return G
+    dtype = flat[0].dtype
+    if any(f.dtype != dtype for f in flat) or dtype not in (torch.float32, torch.float64):
+        return exact_gramian(flat)
+    if dtype == torch.float32 and not _checks.host_reads_are_free(flat[0]):
+        return exact_gramian(flat)  # accelerators: float64 outright (no host read to choose)
+    G = sum((gramian(f) for f in flat[1:]), gramian(flat[0]))
+    n = sum(f.shape[1] for f in flat)
+    return G if gramian_fits(G, n, lambda t: any(bool(f[t].any()) for f in flat)) else exact_gramian(flat)
 
 
 def _aggregate(aggregator: Aggregator, blocks: list[Tensor], T: int) -> list[Tensor]:
@@ -94,8 +95,8 @@ def aggregate(aggregator: Aggregator, jac: Jacobian, T: int, scale: float | None
         if not jac.blocks:  # the gramian engine: the weights alone (it writes Σ wᵢ∇Lᵢ)
             G = jac.gramian
             mode = _checks.check_mode(aggregator)
-            if jac.check is not None and mode is not None:  # on accelerators: its G left float32's range
-                flag, report = jac.check
+            if jac.check is not None and mode is not None:  # on accelerators: did its float32 G underflow?
+                flag, report = jac.check()
                 _checks.push(aggregator, flag, report, mode)
             if scale is None:
                 return [gram.gramian_weights(G, jac.dtype)], False

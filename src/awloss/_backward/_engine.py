@@ -34,7 +34,7 @@ class Jacobian:
     ``shard_group``: the blocks are this rank's columns of a Jacobian sharded over that process group (FSDP2),
     and the reduction step sets ``gramian``, the global ``JJᵀ``, which the aggregation step uses; the gramian
     engine sets ``gramian`` with no blocks at all (the aggregation step then returns the weights alone), and
-    ``check``: a deferred check ``(flag, report)`` on that Gramian for the aggregator (see :mod:`._range`), and
+    ``check``: on accelerators, the deferred check on that Gramian, made on call (see :mod:`._range`), and
     ``dtype``: the weights' dtype (that of the float32 Gramian, where a float64 one was needed)."""
 
     blocks: list[Any]

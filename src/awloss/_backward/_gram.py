@@ -22,11 +22,12 @@ from torch import Tensor
 from torch.autograd.graph import GradientEdge
 
 from .._checks import host_reads_are_free
+from ..aggregation._precision import gramian_fits
 from ._engine import Engine, Jacobian, accumulate, guarded, missing_params, vmap_failure
 from ._gather import Losses
 from ._gram_plan import Plan, costs, plan
 from ._loop import _ENGINE
-from ._range import exact_enough, range_flag, report
+from ._range import underflow_check
 
 CHUNK_BYTES = 32 * 2**20  # the largest per-layer block J_p (or a chunk of its rows) built at once
 _UNBATCHED: set[tuple[int, ...]] = set()  # models (their shared parameters' ids) whose backward failed under vmap
@@ -84,7 +85,6 @@ class GramianEngine(Engine):
         self.shared, self.heads, self.batched, self.plan = shared, heads, batched, plan
         self.cache = {} if cache is None else cache
         self.flat: Tensor | None = None  # the loop passes' blocks side by side, [T, Σ numel], reused across calls
-        self.range_check: tuple[Tensor, Any] | None = None  # accelerators: the deferred verdict on G's range
 
     def jacobian(self, losses: Losses, retain_graph: bool) -> Jacobian:
         items, T = losses.items, len(losses.items)
@@ -120,9 +120,8 @@ class GramianEngine(Engine):
         self.blocks = cols[len(nodes) :]
         if not self.covered and all(b is None for b in self.blocks):
             raise missing_params()
-        self.range_check = None
-        G = self._gramian(T, items[0])  # (sets range_check on accelerators)
-        return Jacobian([], gramian=G, check=self.range_check, dtype=wide(items[0].dtype))
+        G, check = self._gramian(T, items[0])
+        return Jacobian([], gramian=G, check=check, dtype=wide(items[0].dtype))
 
     def _loop(self, items: list[Tensor], inputs: list[Any], keep: bool) -> list[Tensor | None]:
         """One pass per task, each task's gradients copied into ``[T, ...]`` buffers as they come: the blocks into
@@ -187,20 +186,20 @@ class GramianEngine(Engine):
         )
         return out
 
-    def _gramian(self, T: int, like: Tensor) -> Tensor:
-        """``G`` in float32 (float64 for float64 parameters); on the CPU redone in float64 where it left float32's
-        range (:mod:`._range`), on accelerators that verdict is a deferred check."""
+    def _gramian(self, T: int, like: Tensor) -> tuple[Tensor, Any]:
+        """``G`` in float32 (float64 for float64 losses) and, on accelerators, the deferred check on its range
+        to make if the aggregator checks (a callable: :func:`._range.underflow_check`); on the CPU a ``G`` that
+        left float32's range is redone in float64 (:mod:`awloss.aggregation._precision`)."""
         dt = wide(like.dtype)
         G = self._products(T, dt)
         if dt == torch.float64:
-            return G
-        n = sum(p.numel() for p in self.shared)
-        if host_reads_are_free(like):
-            return G if exact_enough(G, n, lambda t: any(bool(x[t].any()) for x in self._rows())) else self._products(
-                T, torch.float64)
-        nonzero = torch.stack([x.reshape(T, -1).ne(0).any(1) for x in self._rows()]).any(0)
-        self.range_check = (range_flag(G, n, nonzero), report(G, n, nonzero))
-        return G
+            return G, None
+        n, rows = sum(p.numel() for p in self.shared), self._rows()
+        if not host_reads_are_free(like):
+            return G, lambda: underflow_check(G, n, rows)
+        if gramian_fits(G, n, lambda t: any(bool(x[t].any()) for x in rows)):
+            return G, None
+        return self._products(T, torch.float64), None
 
     def _blocks(self) -> list[Tensor]:
         """The per-parameter blocks ``[T, ...]`` (the flat buffer that holds them side by side, if any)."""

@@ -1,12 +1,10 @@
-"""Whether a Gramian computed in float32 is as good as a float64 one (else the engines recompute it).
+"""The gramian engine's float32 Gramian on accelerators: a deferred check that no task's squared norm underflowed.
 
-``G = JJᵀ`` squares the gradients: float32 holds gradients from 1e-38 to 3e38, but their squares only from
-about 1e-19 to 1e19. A task whose gradient entries are all below ~1e-23 gets ``G_tt = 0`` in float32 and
-would be taken for an absent task (weight 0; with every task that small, a zero update), one at 1e20 an
-infinite ``G``. On the CPU (a host read is free) the engines compute ``G`` in float32 (the fast product),
-ask :func:`exact_enough`, and redo it in float64 when it says no; on accelerators the Jacobian engines
-compute ``G`` in float64 outright (the aggregators' own choice, small next to the ``T`` backward passes there)
-and the gramian engine records :func:`range_flag` as a deferred check.
+``G = JJᵀ`` squares the gradients (see :mod:`awloss.aggregation._precision`): a task whose gradient entries
+are all below ~1e-23 gets ``G_tt = 0`` in float32 and would be taken for an absent task. On the CPU every
+engine redoes such a ``G`` in float64 (a host read, free there); on accelerators the Jacobian engines compute
+``G`` in float64 outright, while the gramian engine keeps float32 (float64 would redo its costliest products)
+and records :func:`range_flag`, read one step later, with :func:`report` naming the task.
 """
 
 from __future__ import annotations
@@ -16,46 +14,23 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-#: per column of ``J``: a squared norm of at least ``n·2⁻¹⁰⁰`` has its underflowed (subnormal) products below
-#: ``2⁻²⁶`` of it (a float32 subnormal is below ``2⁻¹²⁶``), and its cross products the same by Cauchy-Schwarz
-UNDERFLOW = 2.0**-100
+from ..aggregation._precision import UNDERFLOW, low
 
 
-def low(G: Tensor, n: int) -> Tensor:
-    """``Tensor[T]`` of bool: the squared norms too small for float32 (0 included: a zero row, or one that underflowed)."""
-    return G.diagonal() < n * UNDERFLOW
-
-
-def exact_enough(G: Tensor, n: int, nonzero: Callable[[int], bool]) -> bool:
-    """``True`` when ``G`` (a float32 Gramian of ``n`` columns; read on the host) needs no float64 recompute:
-    it is finite and every squared norm is either in float32's safe range or 0 for a row that is zero
-    (``nonzero(t)`` says whether row ``t`` of ``J`` has a non-zero entry; asked only of the rows with ``G_tt`` low).
-    """
-    if G.dtype == torch.float64:
-        return True
-    flags = torch.cat([torch.isfinite(G).all().reshape(1), low(G, n), G.diagonal() == 0]).tolist()
-    if not flags[0]:
-        return False
+def underflow_check(G: Tensor, n: int, rows: list[Tensor]) -> tuple[Tensor, Callable[[object], None]]:
+    """The deferred check on the float32 ``G`` of ``n`` columns made of ``rows`` (tensors ``[T, ...]``): a 0-dim
+    bool flag (no host read), false when a task with a non-zero gradient has a low squared norm, and the report
+    that names it. (An overflow makes ``G`` infinite, which the aggregator's own finiteness check reports.)"""
     T = G.shape[0]
-    return all(flags[1 + T + t] and not nonzero(t) for t in range(T) if flags[1 + t])
-
-
-def range_flag(G: Tensor, n: int, nonzero_rows: Tensor) -> Tensor:
-    """The device-side verdict on underflow (0-dim bool, no host read): no task with a non-zero gradient
-    (``nonzero_rows``, ``Tensor[T]`` of bool) has a low squared norm. (An overflow makes ``G`` infinite, which
-    the aggregator's own finiteness check reports.)"""
-    return ~(low(G, n) & nonzero_rows).any()
-
-
-def report(G: Tensor, n: int, nonzero_rows: Tensor) -> Callable[[object], None]:
-    """The error of a failed :func:`range_flag` (raised one step late by the deferred checks)."""
+    nonzero = torch.stack([x.reshape(T, -1).ne(0).any(1) for x in rows]).any(0)
+    bad = low(G, n) & nonzero
 
     def raise_it(_: object) -> None:
-        tasks = (low(G, n) & nonzero_rows).nonzero().flatten().tolist()
+        tasks = bad.nonzero().flatten().tolist()
         raise ValueError(
             "awloss.backward(method='gramian') on an accelerator computes the Gramian in float32, and the squared "
             f"gradient norms of task(s) {tasks} fell below its range (~{n * UNDERFLOW:.0e} for {n} parameters): "
             "they would count as absent tasks. Scale those losses up, or use method='loop' (float64 Gramian)."
         )
 
-    return raise_it
+    return ~bad.any(), raise_it

@@ -32,13 +32,9 @@ def reduce_loss_values(
 def _gramian(blocks: list[Tensor], T: int) -> Tensor:
     """This rank's share of ``JJᵀ``, in float64 on every rank (the ranks' sums must agree in dtype, so no
     data-dependent float32 shortcut here)."""
-    from ..aggregation._solvers import gramian
+    from ._aggregate import exact_gramian
 
-    flat = [b.reshape(T, -1) for b in blocks]
-    G = gramian(flat[0])
-    for f in flat[1:]:
-        G = G + gramian(f)
-    return G
+    return exact_gramian([b.reshape(T, -1) for b in blocks])
 
 
 def reduce_jacobian(jac: Jacobian, T: int) -> Jacobian:

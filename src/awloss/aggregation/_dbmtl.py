@@ -9,7 +9,7 @@ from .. import _checks
 from .._inputs import check_positive
 from .._registry import register
 from ._base import Aggregator
-from ._solvers import work_dtype
+from ._precision import row_norms
 
 __all__ = ["DBMTL"]
 
@@ -98,9 +98,9 @@ class DBMTL(Aggregator):
         present = (J != 0).any(dim=1)  # a zero row (absent task): its average is kept, its weight is 0
         ema = torch.where(present[:, None], ema * beta_t + J.detach() * (1 - beta_t), ema)
         self.grad_ema = ema
-        # the norms in float64: a float32 norm squares its entries (1e20 gradients: inf, then inf/inf = NaN)
-        norms = torch.where(present, torch.linalg.vector_norm(ema, dim=1, dtype=work_dtype(ema)), 0.0)
-        alpha = torch.where(norms > 0, norms.max() / torch.where(norms > 0, norms, 1.0), 0.0).to(J.dtype)
+        # a float32 norm squares its entries (1e20 gradients: inf, then inf/inf = NaN): row_norms redoes those
+        norms = torch.where(present, row_norms(ema, present), 0.0)
+        alpha = torch.where(norms > 0, norms.max() / torch.where(norms > 0, norms, 1.0), 0.0)
         self._weights = alpha.detach()
         return alpha @ ema
 

@@ -9,6 +9,7 @@ from .._inputs import check_positive
 from .._registry import register
 from ._base import Aggregator
 from ._modo import project_present
+from ._precision import in_range, row_norms
 from ._solvers import gramian, work_dtype
 
 __all__ = ["MoCo"]
@@ -118,8 +119,9 @@ class MoCo(Aggregator):
         h = jacobian.detach()
         if self.check:  # a NaN/inf row is reported after the call; keep it out of the tracked gradients
             h = torch.where(torch.isfinite(h), h, torch.zeros_like(h))
+        present = h.abs().amax(dim=1) > 0  # an all-zero row (absent task) is left out of λ's simplex
         if self.normalize != "none":
-            h = h / (torch.linalg.vector_norm(h, dim=1, keepdim=True, dtype=work_dtype(h)) + 1e-8).to(h.dtype)
+            h = h / (row_norms(h, present)[:, None] + 1e-8)
         if self.normalize == "loss":
             if self._losses is None or self._losses.numel() != T:
                 raise ValueError(
@@ -128,7 +130,6 @@ class MoCo(Aggregator):
                 )
             h = h * self._losses.to(h.dtype)[:, None]
             self._losses = None
-        present = h.abs().amax(dim=1) > 0  # an all-zero row (absent task) is left out of λ's simplex
         if self.tracked.shape != h.shape:
             self.tracked = torch.zeros_like(h)
             self.lambd = present.to(h.dtype) / present.sum().clamp_min(1).to(h.dtype)
@@ -137,9 +138,11 @@ class MoCo(Aggregator):
         y = self.tracked.to(h.dtype)
         y = y - (self.beta / t**self.beta_sigma) * (y - h)
         lam = self.lambd.to(h.dtype)
-        # y yᵀλ through the float64 Gramian of y: in float32 the product squares y (1e20 gradients: inf)
-        lam64 = lam.to(work_dtype(h))
-        step = lam64 - (self.gamma / t**self.gamma_sigma) * (gramian(y) @ lam64 + self.rho * lam64)
+        # y yᵀλ squares y (1e20 gradients: inf in float32): through y's float64 Gramian where it leaves float32
+        q = in_range(y, lambda: y @ (y.T @ lam), lambda: gramian(y) @ lam.to(work_dtype(y)),
+                     lambda q: torch.isfinite(q).all())
+        lam = lam.to(q.dtype)
+        step = lam - (self.gamma / t**self.gamma_sigma) * (q + self.rho * lam)
         if self.simplex == "project":
             lam = project_present(step, present)
         else:

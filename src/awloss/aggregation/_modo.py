@@ -8,6 +8,7 @@ from torch import Tensor
 from .._inputs import check_positive
 from .._registry import register
 from ._base import Aggregator
+from ._precision import in_range
 from ._solvers import gramian, project_simplex
 
 __all__ = ["MoDo", "CrossBatchAggregator", "project_present"]
@@ -42,7 +43,8 @@ class CrossBatchAggregator(Aggregator):
     def forward(self, jacobian: Tensor) -> Tensor:
         J = jacobian.detach()
         other = self.previous.to(J.dtype) if self.second_batch == "previous" and self.previous.shape == J.shape else J
-        A = gramian(J, other)  # float64: a float32 product squares the gradients (1e20: inf)
+        # a float32 product squares the gradients (1e20: inf): float64 where it leaves float32's range
+        A = in_range(J, lambda: J @ other.T, lambda: gramian(J, other), lambda A: torch.isfinite(A).all())
         if self.check:  # a NaN/inf row is reported after the call; keep it out of the weights' state
             A = torch.where(torch.isfinite(A), A, torch.zeros_like(A))
         present = J.abs().amax(dim=1) > 0  # an all-zero row (absent task) is left out
