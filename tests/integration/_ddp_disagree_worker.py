@@ -56,6 +56,15 @@ def _task_losses(net: nn.Module, rank: int, tasks: int = 3, skip_extra: bool = F
     return [net.heads[i](h).pow(2).mean() * (i + 1) for i in range(tasks)]
 
 
+def _outcome(net: nn.Module, agg, losses: list, heads: list | None) -> dict:
+    """One ``awloss.backward`` on the trunk and ``net.extra``: its weights and every ``.grad``, or the error."""
+    try:
+        w = awloss.backward(losses, [*net.trunk.parameters(), *net.extra.parameters()], agg, task_params=heads)
+    except Exception as e:
+        return {"bad": _err(e)}
+    return {"bad": None, "weights": w.clone(), "grads": [None if p.grad is None else p.grad.clone() for p in net.parameters()]}
+
+
 def _good_backward_step(net: nn.Module, rank: int, agg) -> dict:
     net.zero_grad()
     w = awloss.backward(_task_losses(net, rank), [*net.trunk.parameters(), *net.extra.parameters()], agg)
@@ -286,26 +295,11 @@ def case(name: str, rank: int, world: int) -> dict:
         ls = _task_losses(net, rank)
         if rank == 1:
             ls[2] = None
-        heads = None if name.endswith("auto") else list(net.heads.parameters())
-        try:
-            w = awloss.backward(ls, [*net.trunk.parameters(), *net.extra.parameters()], agg, task_params=heads)
-            out["bad"] = None
-            out["weights"] = w.clone()
-            out["grads"] = [None if p.grad is None else p.grad.clone() for p in net.parameters()]
-        except Exception as e:
-            out["bad"] = _err(e)
+        out = _outcome(net, agg, ls, None if name.endswith("auto") else list(net.heads.parameters()))
         out["good"] = _good_backward_step(net, rank, agg)
     elif name == "b_shared_one_rank":  # `net.extra` (shared) is used on rank 0 only
         net, agg = _net(), awloss.get("upgrad")
-        try:
-            ls = _task_losses(net, rank, skip_extra=rank == 1)
-            w = awloss.backward(ls, [*net.trunk.parameters(), *net.extra.parameters()], agg,
-                                task_params=net.heads.parameters())
-            out["bad"] = None
-            out["weights"] = w.clone()
-            out["grads"] = [None if p.grad is None else p.grad.clone() for p in net.parameters()]
-        except Exception as e:
-            out["bad"] = _err(e)
+        out = _outcome(net, agg, _task_losses(net, rank, skip_extra=rank == 1), list(net.heads.parameters()))
         out["good"] = _good_backward_step(net, rank, agg)
     elif name == "b_tiny_task_f32":  # float32; task 1's loss x 1e-22 on both ranks (its squared norm underflows
         net, agg = _net().float(), awloss.get("upgrad")  # float32's range), task 2 absent on rank 1
@@ -315,14 +309,7 @@ def case(name: str, rank: int, world: int) -> dict:
         ls: list = [net.heads[i](h).pow(2).mean() * (1e-22 if i == 1 else 1.0) for i in range(3)]
         if rank == 1:
             ls[2] = None
-        try:
-            w = awloss.backward(ls, [*net.trunk.parameters(), *net.extra.parameters()], agg,
-                                task_params=net.heads.parameters())
-            out["bad"] = None
-            out["weights"] = w.clone()
-            out["grads"] = [None if p.grad is None else p.grad.clone() for p in net.parameters()]
-        except Exception as e:
-            out["bad"] = _err(e)
+        out = _outcome(net, agg, ls, list(net.heads.parameters()))
     else:
         raise ValueError(name)
     return out

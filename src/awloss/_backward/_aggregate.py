@@ -9,8 +9,8 @@ from torch import Tensor
 
 from .. import _checks
 from ..aggregation import _solvers
-from ..aggregation._precision import gramian_fits
 from ..aggregation._base import Aggregator, GramianAggregator
+from ..aggregation._precision import gramian_fits
 from ._engine import Jacobian
 
 
